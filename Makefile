@@ -1,0 +1,34 @@
+# toonforge: `make demo` runs the smoke chain, `make test` runs the tests. Both install first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install demo test lint format clean-runs
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing toonforge and its dependencies into $(VENV) (first time: a few minutes)"
+	@$(PY) -m pip install -q -c constraints.txt -e '.[dev]' >$(VENV)/install.log 2>&1 \
+		|| { tail -n 40 $(VENV)/install.log; echo "install failed: see $(VENV)/install.log"; exit 1; }
+	@touch $(STAMP)
+
+demo: install
+	$(PY) -m src.pipeline +experiment=smoke
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean-runs:
+	rm -rf runs

@@ -1,0 +1,1 @@
+"""toonforge: photos of faces to cartoons, as a chain of Hydra + Lightning stages."""

@@ -1,0 +1,1 @@
+"""Layer-wise blending of a real-face and a cartoon StyleGAN3 generator."""

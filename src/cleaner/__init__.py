@@ -1,0 +1,1 @@
+"""Good/bad classifier that filters generated pairs, with a labelling page."""

@@ -1,0 +1,221 @@
+"""Stage bookkeeping shared by every stage and the chain runner.
+
+A stage is a Hydra app whose primary config is ``configs/<stage>.yaml``; its own parameters live
+under the key ``<stage>`` and its outputs under ``out_dir`` (``<runs_dir>/<run_name>/<stage>``).
+``run_stage`` wraps a stage function with what every stage needs: the composed config saved
+beside the outputs, seeding, a ``started.json`` while it runs (so a rerun knows it may resume),
+a ``done.json`` when it finishes (so the runner can skip it), and user errors as one line.
+
+This module imports no torch: the runner uses it to decide what to skip in well under a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
+
+from src.common.errors import UserError
+from src.common.fileio import atomic_write_json, atomic_write_text
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+DONE_FILE = "done.json"
+STARTED_FILE = "started.json"
+CONFIG_FILE = "config.yaml"
+# Keys that never change what a stage writes, so they stay out of its config hash; a stage's
+# config adds its own in ``hash_ignores``.
+UNHASHED_KEYS = ("hydra", "pipeline", "hash_ignores")
+
+
+def stage_names(cfg: DictConfig) -> list[str]:
+    """The chain's stages in order (``pipeline.stages``), or ``[]`` outside a chain."""
+    stages = OmegaConf.select(cfg, "pipeline.stages", default=None)
+    return list(stages) if stages else []
+
+
+def config_hash(cfg: DictConfig, stage: str) -> str:
+    """A short hash of everything in ``cfg`` that can change what ``stage`` writes.
+
+    Other stages' namespaces, the runner's settings and Hydra's own node are left out, so tuning
+    pix2pix never invalidates the finished toy-face stage.
+    """
+    container = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(container, dict)
+    ignored = [*UNHASHED_KEYS, *container.get("hash_ignores", [])]
+    for key in (*ignored, *(s for s in stage_names(cfg) if s != stage)):
+        container.pop(key, None)
+    payload = json.dumps(container, sort_keys=True, default=str).encode()
+    return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def read_record(out_dir: Path, name: str = DONE_FILE) -> dict[str, Any] | None:
+    """The JSON record ``name`` in ``out_dir``, or None when absent or unreadable."""
+    try:
+        return json.loads((out_dir / name).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def upstream_run_ids(cfg: DictConfig, stage: str, run_dir: Path) -> dict[str, str]:
+    """``run_id`` of each finished stage before ``stage`` in the chain, by stage name."""
+    stages = stage_names(cfg)
+    if stage not in stages:
+        return {}
+    ids = {}
+    for earlier in stages[: stages.index(stage)]:
+        record = read_record(run_dir / earlier)
+        if record is not None:
+            ids[earlier] = record["run_id"]
+    return ids
+
+
+def why_not_done(out_dir: Path, expected_hash: str, upstream: Mapping[str, str]) -> str | None:
+    """None when ``out_dir`` holds a finished run of this config and these inputs; else why not."""
+    record = read_record(out_dir)
+    if record is None:
+        return "interrupted" if (out_dir / STARTED_FILE).exists() else "not run yet"
+    if record.get("config_hash") != expected_hash:
+        return "config changed"
+    recorded = record.get("upstream", {})
+    for name, run_id in upstream.items():
+        if recorded.get(name) != run_id:
+            return f"{name} re-ran"
+    missing = [p for p in record.get("outputs", []) if not (out_dir / p).exists()]
+    if missing:
+        return f"outputs missing: {missing[0]}"
+    return None
+
+
+@dataclass
+class StageContext:
+    """What a stage function gets: its config, where to write, and whether it may resume."""
+
+    stage: str
+    cfg: DictConfig
+    out_dir: Path
+    config_hash: str
+    # True when an earlier attempt with the same config was interrupted: keep its finished work.
+    resume: bool
+    upstream: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def params(self) -> DictConfig:
+        """The stage's own parameters: ``cfg.<stage>``."""
+        node = self.cfg.get(self.stage)
+        return node if node is not None else OmegaConf.create({})
+
+    @property
+    def run_dir(self) -> Path:
+        """The chain's folder, holding every stage's ``out_dir``."""
+        return Path(self.cfg.paths.run_dir)
+
+
+StageFn = Callable[[StageContext], Iterable[str]]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and, when the stage uses them, torch and Lightning (seed 0 included)."""
+    if "lightning" in sys.modules:
+        import lightning
+
+        lightning.seed_everything(seed, workers=True, verbose=False)
+        return
+    random.seed(seed)
+    os.environ["PL_GLOBAL_SEED"] = str(seed)
+    if "numpy" in sys.modules:
+        import numpy as np
+
+        np.random.seed(seed % 2**32)
+    if "torch" in sys.modules:
+        import torch
+
+        torch.manual_seed(seed)
+
+
+def apply_sweep_run_name(cfg: DictConfig) -> None:
+    """In a Hydra sweep, give each job its own chain folder: ``<run_name>/<override_dirname>``."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    job = HydraConfig.get().job
+    suffix = job.override_dirname or f"job{job.num}"
+    cfg.run_name = f"{cfg.run_name}/{suffix}"
+
+
+def execute_stage(stage: str, fn: StageFn, cfg: DictConfig) -> dict[str, Any]:
+    """Run ``fn`` for ``stage`` with the bookkeeping described in the module docstring.
+
+    Returns the ``done.json`` record. Exceptions from ``fn`` propagate after ``started.json``
+    is left in place, so the next attempt knows it may resume.
+    """
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    digest = config_hash(cfg, stage)
+    started = read_record(out_dir, STARTED_FILE)
+    done = read_record(out_dir)
+    resume = done is None and started is not None and started.get("config_hash") == digest
+    (out_dir / DONE_FILE).unlink(missing_ok=True)
+    upstream = upstream_run_ids(cfg, stage, Path(cfg.paths.run_dir))
+    started_at = time.time()
+    atomic_write_json(out_dir / STARTED_FILE, {"config_hash": digest, "started_at": started_at})
+    atomic_write_text(out_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
+    if cfg.get("seed") is not None:
+        seed_everything(int(cfg.seed))
+
+    ctx = StageContext(stage, cfg, out_dir, digest, resume, upstream)
+    outputs = sorted(set(fn(ctx)))
+    finished_at = time.time()
+    record = {
+        "stage": stage,
+        "config_hash": digest,
+        "run_id": uuid.uuid4().hex,
+        "outputs": outputs,
+        "upstream": upstream,
+        "resumed": resume,
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "duration_s": round(finished_at - started_at, 3),
+    }
+    atomic_write_json(out_dir / DONE_FILE, record)
+    (out_dir / STARTED_FILE).unlink(missing_ok=True)
+    return record
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print ``error: message`` on stderr and exit: the one-line form of every user mistake."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def run_stage(stage: str, fn: StageFn) -> None:
+    """Entry point of ``python -m <module>``: compose ``configs/<stage>.yaml``, run ``fn``."""
+
+    @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=stage)
+    def main(cfg: DictConfig) -> None:
+        apply_sweep_run_name(cfg)
+        try:
+            record = execute_stage(stage, fn, cfg)
+        except UserError as err:
+            fail(str(err))
+        except MissingMandatoryValue as err:
+            fail(f"{stage}: config key '{err.full_key}' has no value; set it: {err.full_key}=...")
+        except InterpolationResolutionError as err:
+            fail(f"{stage}: config key '{err.full_key}' does not resolve: {err.msg}")
+        except KeyboardInterrupt:
+            fail(f"{stage}: interrupted; run the same command again to continue", code=130)
+        print(f"{stage}: done in {record['duration_s']:.1f}s -> {cfg.out_dir}")
+
+    main()

@@ -1,0 +1,94 @@
+"""Pictures people look at: contact sheets (PNG) and image grids for TensorBoard."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image, ImageDraw
+
+from src.common.fileio import atomic_path
+
+if TYPE_CHECKING:
+    import torch
+
+CAPTION_HEIGHT = 12
+
+
+def contact_sheet(
+    images: Sequence[Image.Image],
+    columns: int,
+    *,
+    padding: int = 2,
+    captions: Sequence[str] | None = None,
+    background: tuple[int, int, int] = (255, 255, 255),
+) -> Image.Image:
+    """Lay ``images`` out row by row, ``columns`` a row, each cell the size of the largest image.
+
+    ``captions`` (one per image) are written under each cell in a small strip.
+    """
+    if not images:
+        raise ValueError("contact_sheet needs at least one image")
+    if captions is not None and len(captions) != len(images):
+        raise ValueError(f"got {len(captions)} captions for {len(images)} images")
+    cell_w = max(im.width for im in images)
+    cell_h = max(im.height for im in images) + (CAPTION_HEIGHT if captions else 0)
+    rows = (len(images) + columns - 1) // columns
+    sheet = Image.new(
+        "RGB",
+        (columns * cell_w + (columns + 1) * padding, rows * cell_h + (rows + 1) * padding),
+        background,
+    )
+    draw = ImageDraw.Draw(sheet)
+    for i, im in enumerate(images):
+        x = padding + (i % columns) * (cell_w + padding)
+        y = padding + (i // columns) * (cell_h + padding)
+        sheet.paste(im.convert("RGB"), (x, y))
+        if captions:
+            draw.text((x + 1, y + im.height), captions[i], fill=(0, 0, 0))
+    return sheet
+
+
+def save_png(image: Image.Image, path: str | os.PathLike[str]) -> Path:
+    """Save ``image`` as PNG atomically and return the path."""
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        image.save(tmp, format="PNG")
+    return target
+
+
+def tensor_grid(
+    images: torch.Tensor, nrow: int, value_range: tuple[float, float] = (-1, 1)
+) -> torch.Tensor:
+    """A uint8 CHW grid of a batch of NCHW images in ``value_range``, laid out by torchvision."""
+    import torch
+    from torchvision.utils import make_grid
+
+    batch = images.detach().float().cpu()
+    grid = make_grid(batch, nrow=nrow, normalize=True, value_range=value_range)
+    return (grid * 255).round().clamp(0, 255).to(torch.uint8)
+
+
+def log_image_grid(
+    logger: Any,
+    tag: str,
+    images: torch.Tensor,
+    step: int,
+    png_dir: str | os.PathLike[str] | None,
+    *,
+    nrow: int = 8,
+    value_range: tuple[float, float] = (-1, 1),
+) -> Path | None:
+    """Log a grid of ``images`` (NCHW) to TensorBoard under ``tag`` and, with ``png_dir``, save the
+    same grid as ``<png_dir>/<tag>_<step>.png`` so it can be looked at without TensorBoard."""
+    grid = tensor_grid(images, nrow, value_range)
+    experiment = getattr(logger, "experiment", None)
+    if experiment is not None and hasattr(experiment, "add_image"):
+        experiment.add_image(tag, grid, global_step=step)
+    if png_dir is None:
+        return None
+    safe_tag = tag.replace("/", "_")
+    picture = Image.fromarray(grid.permute(1, 2, 0).numpy())
+    return save_png(picture, Path(png_dir) / f"{safe_tag}_{step:06d}.png")

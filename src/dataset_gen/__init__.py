@@ -1,0 +1,1 @@
+"""Paired (face, cartoon) dataset generation from shared StyleGAN3 noise."""

@@ -1,0 +1,1 @@
+"""Chain runner: ``python -m src.pipeline +experiment=NAME`` runs an experiment's stages."""

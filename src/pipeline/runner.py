@@ -1,0 +1,187 @@
+"""The chain runner: run an experiment's stages in order, skipping the ones already finished.
+
+Each stage runs as its own process (``python -m <entry point>`` with the forwarded overrides),
+exactly as a user would launch it by hand, so DDP, progress bars and crashes behave the same.
+Whether a stage is finished is decided here without starting it: its config is composed in
+this process and compared with the ``done.json`` it wrote (see ``src.common.stage``).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hydra import compose
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from src.common.errors import UserError
+from src.common.stage import config_hash, read_record, upstream_run_ids, why_not_done
+
+# Runner-only settings: never passed on to a stage.
+RUNNER_ONLY_KEYS = ("pipeline.force", "pipeline.entry_points")
+# Hydra settings a stage must share with the runner so it composes the same config.
+FORWARDED_HYDRA_KEYS = ("hydra.searchpath",)
+
+
+@dataclass
+class StageOutcome:
+    """How one stage of the chain went."""
+
+    stage: str
+    status: str  # "skipped", "ran" or "failed"
+    reason: str
+    seconds: float
+    out_dir: Path
+
+
+def first_key_component(key: str) -> str:
+    """``pix2pix`` for ``pix2pix.model.ngf``, ``pix2pix/model`` or ``+pix2pix.x``."""
+    return re.split(r"[./@]", key.lstrip("+~"), maxsplit=1)[0]
+
+
+def overrides_for_stage(overrides: Sequence[str], stage: str, stages: Sequence[str]) -> list[str]:
+    """The command-line overrides ``stage`` should get: shared ones and its own namespace."""
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    kept = []
+    for override in parsed:
+        key = override.key_or_group
+        owner = first_key_component(key)
+        if owner in stages and owner != stage:
+            continue
+        if any(key == k or key.startswith(k + ".") for k in RUNNER_ONLY_KEYS):
+            continue
+        kept.append(override.input_line)
+    return kept
+
+
+def hydra_overrides_to_forward(hydra_overrides: Sequence[str]) -> list[str]:
+    """The runner's ``hydra.*`` overrides a stage needs to compose the same config."""
+    return [o for o in hydra_overrides if o.split("=", 1)[0].lstrip("+") in FORWARDED_HYDRA_KEYS]
+
+
+def config_dir_args() -> list[str]:
+    """``--config-dir`` for each config folder added on the runner's command line (``-cd``)."""
+    if not HydraConfig.initialized():
+        return []
+    sources = HydraConfig.get().runtime.config_sources
+    return [f"--config-dir={s.path}" for s in sources if s.provider == "command-line"]
+
+
+def entry_point(cfg: DictConfig, stage: str) -> str:
+    """The module run for ``stage``: ``pipeline.entry_points.<stage>`` or ``src.<stage>``."""
+    return str(OmegaConf.select(cfg, f"pipeline.entry_points.{stage}", default=f"src.{stage}"))
+
+
+def validate_stages(cfg: DictConfig) -> list[str]:
+    """``pipeline.stages`` as a list, checked against ``pipeline.force``."""
+    stages = list(cfg.pipeline.stages or [])
+    if not stages:
+        raise UserError("pipeline.stages is empty: choose an experiment, e.g. +experiment=smoke")
+    unknown = [s for s in cfg.pipeline.force or [] if s not in stages]
+    if unknown:
+        raise UserError(
+            f"pipeline.force names {unknown}, which are not in pipeline.stages {stages}"
+        )
+    return stages
+
+
+class ChainRunner:
+    """Runs ``pipeline.stages`` for the composed runner config ``cfg``."""
+
+    def __init__(
+        self,
+        cfg: DictConfig,
+        task_overrides: Sequence[str],
+        hydra_overrides: Sequence[str] = (),
+        console: Console | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.stages = validate_stages(cfg)
+        self.task_overrides = list(task_overrides)
+        self.hydra_overrides = hydra_overrides_to_forward(hydra_overrides)
+        self.console = console or Console(stderr=True)
+        self.run_dir = Path(cfg.paths.run_dir)
+
+    def stage_overrides(self, stage: str) -> list[str]:
+        """The overrides ``stage`` runs with: its share of the runner's, and the chain's run_name.
+
+        run_name is always passed so that a sweep job's stages write into that job's folder;
+        the forwarded ``hydra.*`` ones come first (the search path must reach compose too).
+        """
+        overrides = overrides_for_stage(self.task_overrides, stage, self.stages)
+        overrides = [o for o in overrides if first_key_component(o) != "run_name"]
+        quoted = str(self.cfg.run_name).replace("\\", "\\\\").replace("'", "\\'")
+        return [*self.hydra_overrides, *overrides, f"run_name='{quoted}'"]
+
+    def plan(self, stage: str) -> tuple[DictConfig, str | None]:
+        """The stage's composed config and why it must run (None: finished and up to date)."""
+        stage_cfg = compose(config_name=stage, overrides=self.stage_overrides(stage))
+        upstream = upstream_run_ids(stage_cfg, stage, self.run_dir)
+        reason = why_not_done(Path(stage_cfg.out_dir), config_hash(stage_cfg, stage), upstream)
+        if reason is None and stage in (self.cfg.pipeline.force or []):
+            reason = "forced"
+        return stage_cfg, reason
+
+    def run(self) -> list[StageOutcome]:
+        """Run or skip every stage in order; stop at the first failure."""
+        outcomes = []
+        for stage in self.stages:
+            stage_cfg, reason = self.plan(stage)
+            out_dir = Path(stage_cfg.out_dir)
+            if reason is None:
+                record = read_record(out_dir) or {}
+                outcomes.append(
+                    StageOutcome(stage, "skipped", "finished, config unchanged", 0.0, out_dir)
+                )
+                self.console.print(
+                    f"[green]✓[/] {stage}: finished {time.ctime(record.get('finished_at', 0))}"
+                    ", skipped"
+                )
+                continue
+            command = [sys.executable, "-m", entry_point(self.cfg, stage)]
+            command += [*config_dir_args(), *self.stage_overrides(stage)]
+            self.console.rule(f"{stage} ({reason})")
+            start = time.time()
+            code = subprocess.call(command)
+            seconds = time.time() - start
+            if code != 0:
+                outcomes.append(
+                    StageOutcome(stage, "failed", f"exit code {code}", seconds, out_dir)
+                )
+                break
+            outcomes.append(StageOutcome(stage, "ran", reason, seconds, out_dir))
+        return outcomes
+
+    def report(self, outcomes: Sequence[StageOutcome]) -> None:
+        """A table of what happened, then where the outputs and the TensorBoard logs are."""
+        table = Table(title=f"chain '{self.cfg.run_name}'")
+        for column in ("stage", "status", "why", "time", "outputs"):
+            table.add_column(column)
+        colours = {"skipped": "green", "ran": "cyan", "failed": "red"}
+        for o in outcomes:
+            table.add_row(
+                o.stage,
+                f"[{colours[o.status]}]{o.status}[/]",
+                o.reason,
+                f"{o.seconds:.1f}s",
+                str(o.out_dir),
+            )
+        self.console.print(table)
+        log_dir = Path(self.cfg.paths.log_dir)
+        self.console.print(f"outputs:     {self.run_dir}/<stage>/")
+        self.console.print(f"TensorBoard: tensorboard --logdir {log_dir}")
+        failed = [o for o in outcomes if o.status == "failed"]
+        if failed:
+            self.console.print(
+                f"[red]{failed[0].stage} failed[/]: see the output above; fix it and run the "
+                "same command again (finished stages are skipped)."
+            )

@@ -1,0 +1,1 @@
+"""U-Net pix2pix trained on the cleaned (face, cartoon) pairs."""

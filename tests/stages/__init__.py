@@ -1,0 +1,1 @@
+"""Tiny stages for testing the chain runner: deterministic, fast, with injectable failures."""

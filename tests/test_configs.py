@@ -1,0 +1,113 @@
+"""Every config in configs/ composes and resolves: each stage with each experiment, each group
+option with each stage, and every ``_target_`` names something importable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.utils import get_object
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from src.common.stage import CONFIG_DIR
+
+PRIMARY = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
+# Groups every stage shares (from configs/base/default.yaml) and their options.
+SHARED_GROUPS = {
+    group: sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+    for group in ("paths", "trainer", "logger", "callbacks", "launcher")
+}
+
+
+def compose_stage(stage: str, overrides: list[str], hydra_node: bool = False) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name=stage, overrides=overrides, return_hydra_config=hydra_node)
+
+
+def resolved(cfg: DictConfig) -> dict:
+    container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    assert isinstance(container, dict)
+    return container
+
+
+def test_there_is_something_to_compose() -> None:
+    assert {"pipeline", "toyfaces"} <= set(PRIMARY)
+    assert "smoke" in EXPERIMENTS
+    assert all(SHARED_GROUPS.values())
+
+
+@pytest.mark.parametrize("experiment", [None, *EXPERIMENTS])
+@pytest.mark.parametrize("stage", PRIMARY)
+def test_each_stage_composes_with_each_experiment(stage: str, experiment: str | None) -> None:
+    overrides = [f"+experiment={experiment}"] if experiment else []
+    cfg = resolved(compose_stage(stage, overrides))
+    assert cfg["stage"] == stage
+    assert cfg["out_dir"] == f"{cfg['paths']['run_dir']}/{stage}"
+    if experiment:
+        assert cfg["run_name"] == experiment or cfg["run_name"]
+        assert cfg["pipeline"]["stages"], "an experiment lists its chain"
+        for chained in cfg["pipeline"]["stages"]:
+            assert chained in PRIMARY, f"{experiment} chains {chained}, which has no config"
+
+
+@pytest.mark.parametrize(
+    ("group", "option"), [(g, o) for g, opts in SHARED_GROUPS.items() for o in opts]
+)
+@pytest.mark.parametrize("stage", PRIMARY)
+def test_each_shared_group_option_composes_with_each_stage(
+    stage: str, group: str, option: str
+) -> None:
+    cfg = compose_stage(stage, [f"{group}={option}", "+experiment=smoke"], hydra_node=True)
+    assert cfg.hydra.runtime.choices[group] == option
+    hydra_node = cfg.hydra
+    with open_dict(cfg):
+        del cfg["hydra"]
+    resolved(cfg)
+    if group == "launcher":
+        launcher = "SlurmLauncher" if option == "submitit_slurm" else "LocalLauncher"
+        assert hydra_node.launcher._target_.endswith(launcher)
+
+
+def test_experiment_is_not_in_any_defaults_list() -> None:
+    """With ``experiment: null`` in a defaults list, ``+experiment=`` fails ("Multiple values")."""
+    for path in CONFIG_DIR.rglob("*.yaml"):
+        defaults = (yaml.safe_load(path.read_text()) or {}).get("defaults", [])
+        groups = [next(iter(d)) if isinstance(d, dict) else d for d in defaults]
+        assert not [g for g in groups if "experiment" in g], path
+
+
+def all_targets() -> list[tuple[Path, str]]:
+    found = []
+
+    def walk(node: object, path: Path) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("_target_"), str):
+                found.append((path, node["_target_"]))
+            for value in node.values():
+                walk(value, path)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value, path)
+
+    for path in sorted(CONFIG_DIR.rglob("*.yaml")):
+        walk(yaml.safe_load(path.read_text()), path)
+    return found
+
+
+@pytest.mark.parametrize(("path", "target"), all_targets(), ids=lambda v: str(v)[-40:])
+def test_every_target_is_importable(path: Path, target: str) -> None:
+    assert callable(get_object(target)), f"{path}: {target}"
+
+
+def test_overriding_a_key_that_does_not_exist_names_it() -> None:
+    with pytest.raises(Exception, match="toyfaces.nope"):
+        compose_stage("toyfaces", ["toyfaces.nope=1"])
+
+
+def test_paths_follow_run_name_and_root() -> None:
+    cfg = resolved(compose_stage("toyfaces", ["+experiment=smoke", "paths.root_dir=/data/x"]))
+    assert cfg["out_dir"] == "/data/x/runs/smoke/toyfaces"
+    assert cfg["paths"]["log_dir"] == "/data/x/runs/smoke/tensorboard"
