@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -103,7 +104,7 @@ def test_every_target_is_importable(path: Path, target: str) -> None:
 
 
 def test_overriding_a_key_that_does_not_exist_names_it() -> None:
-    with pytest.raises(Exception, match="toyfaces.nope"):
+    with pytest.raises(ConfigCompositionException, match=r"toyfaces\.nope"):
         compose_stage("toyfaces", ["toyfaces.nope=1"])
 
 
