@@ -21,6 +21,7 @@ def test_smoke_chain_runs_then_skips(tmp_path: Path) -> None:
     assert {"trainA", "paired", "landmarks.json", "contact_sheet.png"} <= set(record["outputs"])
     assert len(list((toyfaces / "paired" / "A").glob("*.png"))) == 96
     assert (toyfaces / "config.yaml").read_text().count("size: 64") == 1
+    assert list((run_dir / "tensorboard" / "toyfaces").glob("events.out.tfevents.*"))
 
     second = run_module("src.pipeline", "+experiment=smoke", f"paths.root_dir={tmp_path}")
     assert second.returncode == 0, second.stderr

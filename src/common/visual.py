@@ -71,6 +71,20 @@ def tensor_grid(
     return (grid * 255).round().clamp(0, 255).to(torch.uint8)
 
 
+def write_tensorboard_picture(
+    log_dir: str | os.PathLike[str], tag: str, picture: Image.Image, step: int = 0
+) -> None:
+    """Write one PIL picture (a contact sheet, say) to TensorBoard under ``log_dir``.
+
+    For stages that train nothing and so have no Lightning logger.
+    """
+    import numpy as np
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(log_dir=str(log_dir)) as writer:
+        writer.add_image(tag, np.asarray(picture.convert("RGB")), step, dataformats="HWC")
+
+
 def log_image_grid(
     logger: Any,
     tag: str,
