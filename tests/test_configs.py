@@ -112,3 +112,36 @@ def test_paths_follow_run_name_and_root() -> None:
     cfg = resolved(compose_stage("toyfaces", ["+experiment=smoke", "paths.root_dir=/data/x"]))
     assert cfg["out_dir"] == "/data/x/runs/smoke/toyfaces"
     assert cfg["paths"]["log_dir"] == "/data/x/runs/smoke/tensorboard"
+
+
+@pytest.mark.parametrize(("option", "folder"), [("paired", "paired"), ("unpaired", "")])
+def test_data_group_instantiates_on_toy_faces(tmp_path: Path, option: str, folder: str) -> None:
+    from hydra.utils import instantiate
+
+    from src.common.toyfaces import write_toyfaces
+
+    write_toyfaces(
+        tmp_path,
+        seed=0,
+        size=32,
+        train_count=6,
+        test_count=2,
+        paired_count=8,
+        bad_fraction=0.0,
+        contact_sheet_pairs=0,
+        progress=False,
+    )
+    overrides = [
+        f"+data={option}",
+        f"data.root={tmp_path / folder}",
+        "data.load_size=32",
+        "data.crop_size=32",
+        "data.num_workers=0",
+        "data.batch_size=2",
+        "data.val_fraction=0.25",
+    ]
+    data = instantiate(compose_stage("toyfaces", overrides).data)
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    assert batch["A"].shape == batch["B"].shape == (2, 3, 32, 32)
+    assert batch["A"].min() >= -1 and batch["A"].max() <= 1
