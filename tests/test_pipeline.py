@@ -103,6 +103,14 @@ def test_force_of_an_unknown_stage_is_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_a_stage_without_a_config_is_one_line(tmp_path: Path) -> None:
+    result = run_chain(tmp_path, "pipeline.stages=[fake_a,nope]")
+    assert result.returncode == 2
+    assert "pipeline.stages names 'nope', which has no config nope.yaml" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not stage_dir(tmp_path, "fake_a").exists(), "nothing runs before the chain is valid"
+
+
 def test_user_error_in_a_stage_is_one_line_and_stops_the_chain(tmp_path: Path) -> None:
     result = run_chain(tmp_path, "fake_a.count=-1")
     assert result.returncode == 1

@@ -18,10 +18,9 @@ def main(cfg: DictConfig) -> None:
     overrides = HydraConfig.get().overrides
     try:
         runner = ChainRunner(cfg, overrides.task, overrides.hydra)
+        outcomes = runner.run()
     except UserError as err:
         fail(str(err))
-    try:
-        outcomes = runner.run()
     except KeyboardInterrupt:
         fail("interrupted; run the same command again to continue", code=130)
     runner.report(outcomes)

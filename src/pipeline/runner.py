@@ -19,12 +19,13 @@ from pathlib import Path
 from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
 from src.common.errors import UserError
-from src.common.stage import config_hash, read_record, upstream_run_ids, why_not_done
+from src.common.stage import CONFIG_DIR, config_hash, read_record, upstream_run_ids, why_not_done
 
 # Runner-only settings: never passed on to a stage.
 RUNNER_ONLY_KEYS = ("pipeline.force", "pipeline.entry_points")
@@ -122,20 +123,40 @@ class ChainRunner:
         quoted = str(self.cfg.run_name).replace("\\", "\\\\").replace("'", "\\'")
         return [*self.hydra_overrides, *overrides, f"run_name='{quoted}'"]
 
-    def plan(self, stage: str) -> tuple[DictConfig, str | None]:
-        """The stage's composed config and why it must run (None: finished and up to date)."""
-        stage_cfg = compose(config_name=stage, overrides=self.stage_overrides(stage))
+    def compose_stage(self, stage: str) -> DictConfig:
+        """The config ``stage`` will run with, composed here without starting it."""
+        try:
+            stage_cfg = compose(config_name=stage, overrides=self.stage_overrides(stage))
+        except MissingConfigException:
+            raise UserError(
+                f"pipeline.stages names '{stage}', which has no config {stage}.yaml in "
+                f"{CONFIG_DIR} (or a --config-dir); fix the stage list"
+            ) from None
+        except ConfigCompositionException as err:
+            raise UserError(f"{stage}: {err}") from None
+        return stage_cfg
+
+    def why_run(self, stage: str, stage_cfg: DictConfig) -> str | None:
+        """Why ``stage`` must run now (None: finished and up to date).
+
+        Asked just before the stage's turn, since an earlier stage that reran changes the answer.
+        """
         upstream = upstream_run_ids(stage_cfg, stage, self.run_dir)
         reason = why_not_done(Path(stage_cfg.out_dir), config_hash(stage_cfg, stage), upstream)
         if reason is None and stage in (self.cfg.pipeline.force or []):
             reason = "forced"
-        return stage_cfg, reason
+        return reason
 
     def run(self) -> list[StageOutcome]:
-        """Run or skip every stage in order; stop at the first failure."""
+        """Run or skip every stage in order; stop at the first failure.
+
+        Every stage's config is composed first, so a mistake in any of them stops the chain
+        before anything runs.
+        """
+        configs = {stage: self.compose_stage(stage) for stage in self.stages}
         outcomes = []
-        for stage in self.stages:
-            stage_cfg, reason = self.plan(stage)
+        for stage, stage_cfg in configs.items():
+            reason = self.why_run(stage, stage_cfg)
             out_dir = Path(stage_cfg.out_dir)
             if reason is None:
                 record = read_record(out_dir) or {}
