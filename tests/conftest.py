@@ -1,4 +1,5 @@
-"""Shared test helpers: the repo root and running ``python -m`` commands from it."""
+"""Shared test helpers: the repo root, running ``python -m`` commands from it, and skipping
+``cuda``-marked tests on machines without a GPU."""
 
 from __future__ import annotations
 
@@ -33,3 +34,17 @@ def run_module(
 @pytest.fixture
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip ``@pytest.mark.cuda`` tests on machines without a usable CUDA device."""
+    cuda_items = [item for item in items if item.get_closest_marker("cuda")]
+    if not cuda_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (torch.cuda.is_available() is False)")
+    for item in cuda_items:
+        item.add_marker(skip)
