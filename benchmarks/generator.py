@@ -1,0 +1,102 @@
+"""Images per second of the StyleGAN3 generator (and of a G+D training step) on this machine.
+
+Configs: a small T generator (64 px, channel_base 4096, channel_max 128: the size the smoke
+chain trains) and the published 256-px T config (channel_base 32768, channel_max 512), each at
+batch 1 and 4. "G fwd" is one forward pass under no_grad; "G+D fwd/bwd" is G forward, D forward
+and the backward of D's non-saturating loss through both networks, as in a generator step.
+On CUDA machines the same rows are timed on the GPU (ops with impl='auto').
+
+    python benchmarks/generator.py [--repeats 2] [--skip-256] [--batches 1 4]
+
+The 256-px G+D step at batch 4 needs well over 20 GB of memory on CPU (activations of the
+276 px layers at 2x internal upsampling are kept for backward); use --batches 1 on small machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.table import Table
+
+from src.stylegan3.networks import Discriminator, Generator
+
+CONFIGS = {
+    "T-64 small": {"img_resolution": 64, "channel_base": 4096, "channel_max": 128},
+    "T-256": {"img_resolution": 256, "channel_base": 32768, "channel_max": 512},
+}
+
+
+def seconds_per_call(fn: Callable[[], None], repeats: int, device: torch.device) -> float:
+    """Median wall time of ``fn`` over ``repeats`` calls, after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def measure(name: str, config: dict, batch: int, repeats: int, device: torch.device) -> list:
+    """Rows (config, batch, what, seconds per call, images per second) for one config."""
+    torch.manual_seed(0)
+    generator = Generator(z_dim=512, c_dim=0, w_dim=512, img_channels=3, **config).to(device)
+    discriminator = Discriminator(
+        c_dim=0,
+        img_channels=3,
+        img_resolution=config["img_resolution"],
+        channel_base=config["channel_base"],
+        channel_max=config["channel_max"],
+    ).to(device)
+    z = torch.randn(batch, 512, device=device)
+
+    def forward() -> None:
+        with torch.no_grad():
+            generator(z, None)
+
+    def train_step() -> None:
+        generator.zero_grad(set_to_none=True)
+        discriminator.zero_grad(set_to_none=True)
+        F.softplus(-discriminator(generator(z, None), None)).mean().backward()
+
+    rows = []
+    for what, fn in (("G fwd", forward), ("G+D fwd/bwd", train_step)):
+        seconds = seconds_per_call(fn, repeats, device)
+        rows.append((name, batch, what, seconds, batch / seconds))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--skip-256", action="store_true", help="only the small config")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
+    args = parser.parse_args()
+    devices = [torch.device("cpu")]
+    if torch.cuda.is_available():
+        devices.append(torch.device("cuda"))
+    console = Console()
+    for device in devices:
+        table = Table(title=f"StyleGAN3 generator on {device} ({torch.get_num_threads()} threads)")
+        for column in ("config", "batch", "pass", "s / call", "images / s"):
+            table.add_column(column, justify="right")
+        for name, config in CONFIGS.items():
+            if args.skip_256 and name == "T-256":
+                continue
+            for batch in args.batches:
+                for row in measure(name, config, batch, args.repeats, device):
+                    table.add_row(row[0], str(row[1]), row[2], f"{row[3]:.3f}", f"{row[4]:.2f}")
+        console.print(table)
+
+
+if __name__ == "__main__":
+    main()
