@@ -6,10 +6,11 @@ batch 1 and 4. "G fwd" is one forward pass under no_grad; "G+D fwd/bwd" is G for
 and the backward of D's non-saturating loss through both networks, as in a generator step.
 On CUDA machines the same rows are timed on the GPU (ops with impl='auto').
 
-    python benchmarks/generator.py [--repeats 2] [--skip-256] [--batches 1 4]
+    python benchmarks/generator.py [--repeats 2] [--skip-256] [--batches 1 4] [--train-batches 1]
 
-The 256-px G+D step at batch 4 needs well over 20 GB of memory on CPU (activations of the
-276 px layers at 2x internal upsampling are kept for backward); use --batches 1 on small machines.
+Memory: the 256-px G+D step peaks at 7.3 GB at batch 1 on CPU (the 276 px layers' activations
+at 2x internal upsampling are kept for backward), so batch 4 does not fit a 24 GB machine;
+--train-batches picks the batches that also run the G+D step.
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ def seconds_per_call(fn: Callable[[], None], repeats: int, device: torch.device)
     return sorted(times)[len(times) // 2]
 
 
-def measure(name: str, config: dict, batch: int, repeats: int, device: torch.device) -> list:
+def measure(
+    name: str, config: dict, batch: int, repeats: int, device: torch.device, train_step: bool
+) -> list:
     """Rows (config, batch, what, seconds per call, images per second) for one config."""
     torch.manual_seed(0)
     generator = Generator(z_dim=512, c_dim=0, w_dim=512, img_channels=3, **config).to(device)
@@ -63,13 +66,14 @@ def measure(name: str, config: dict, batch: int, repeats: int, device: torch.dev
         with torch.no_grad():
             generator(z, None)
 
-    def train_step() -> None:
+    def step() -> None:
         generator.zero_grad(set_to_none=True)
         discriminator.zero_grad(set_to_none=True)
         F.softplus(-discriminator(generator(z, None), None)).mean().backward()
 
     rows = []
-    for what, fn in (("G fwd", forward), ("G+D fwd/bwd", train_step)):
+    passes = [("G fwd", forward)] + ([("G+D fwd/bwd", step)] if train_step else [])
+    for what, fn in passes:
         seconds = seconds_per_call(fn, repeats, device)
         rows.append((name, batch, what, seconds, batch / seconds))
     return rows
@@ -80,6 +84,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--skip-256", action="store_true", help="only the small config")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--train-batches", type=int, nargs="+", default=[1, 4])
     args = parser.parse_args()
     devices = [torch.device("cpu")]
     if torch.cuda.is_available():
@@ -93,7 +98,8 @@ def main() -> None:
             if args.skip_256 and name == "T-256":
                 continue
             for batch in args.batches:
-                for row in measure(name, config, batch, args.repeats, device):
+                train = batch in args.train_batches
+                for row in measure(name, config, batch, args.repeats, device, train):
                     table.add_row(row[0], str(row[1]), row[2], f"{row[3]:.3f}", f"{row[4]:.2f}")
         console.print(table)
 
