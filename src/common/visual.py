@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageDraw
 
-from src.common.fileio import atomic_path
+from src.common.images import save_image
 
 if TYPE_CHECKING:
     import torch
@@ -49,14 +49,6 @@ def contact_sheet(
         if captions:
             draw.text((x + 1, y + im.height), captions[i], fill=(0, 0, 0))
     return sheet
-
-
-def save_png(image: Image.Image, path: str | os.PathLike[str]) -> Path:
-    """Save ``image`` as PNG atomically and return the path."""
-    target = Path(path)
-    with atomic_path(target) as tmp:
-        image.save(tmp, format="PNG")
-    return target
 
 
 def tensor_grid(
@@ -105,4 +97,4 @@ def log_image_grid(
         return None
     safe_tag = tag.replace("/", "_")
     picture = Image.fromarray(grid.permute(1, 2, 0).numpy())
-    return save_png(picture, Path(png_dir) / f"{safe_tag}_{step:06d}.png")
+    return save_image(picture, Path(png_dir) / f"{safe_tag}_{step:06d}.png")

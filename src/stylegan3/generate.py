@@ -20,8 +20,9 @@ from PIL import Image
 from rich.progress import track
 
 from src.common.errors import UserError
+from src.common.images import save_image
 from src.common.stage import CONFIG_DIR, fail
-from src.common.visual import contact_sheet, save_png
+from src.common.visual import contact_sheet
 
 
 def parse_seeds(spec: int | str | Sequence[int]) -> list[int]:
@@ -103,9 +104,9 @@ def generate(cfg: DictConfig) -> Path:
                 z, c, truncation_psi=cfg.psi, truncation_cutoff=cfg.truncation_cutoff
             )
         for seed, picture in zip(batch, to_pil(images), strict=True):
-            save_png(picture, outdir / f"seed{seed:04d}.png")
+            save_image(picture, outdir / f"seed{seed:04d}.png")
             pictures.append(picture)
-    save_png(contact_sheet(pictures, columns=cfg.grid_columns), outdir / "grid.png")
+    save_image(contact_sheet(pictures, columns=cfg.grid_columns), outdir / "grid.png")
     return outdir
 
 

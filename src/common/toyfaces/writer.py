@@ -24,7 +24,8 @@ import numpy as np
 from PIL import Image
 
 from src.common.errors import UserError
-from src.common.fileio import atomic_path, atomic_write_json, atomic_write_text
+from src.common.fileio import atomic_write_json, atomic_write_text
+from src.common.images import save_image
 from src.common.toyfaces.render import (
     LANDMARK_CONVENTION,
     MAX_SIZE,
@@ -36,7 +37,7 @@ from src.common.toyfaces.render import (
     render,
     sample_face,
 )
-from src.common.visual import contact_sheet, save_png
+from src.common.visual import contact_sheet
 
 UNPAIRED_DIRS = ("trainA", "trainB", "testA", "testB")
 PAIRED_DIR = "paired"
@@ -181,7 +182,7 @@ def write_toyfaces(
     atomic_write_text(out / PAIRED_DIR / LABELS_FILE, _labels_csv(records.get(PAIRED_DIR, [])))
     atomic_write_json(out / LANDMARKS_FILE, points)
     if contact_sheet_pairs > 0:
-        save_png(
+        save_image(
             _contact_sheet(seed, size, contact_sheet_pairs, bad_fraction), out / CONTACT_SHEET_FILE
         )
     return outputs
@@ -307,8 +308,7 @@ def _render_chunk(chunk: _Chunk) -> list[_Record]:
 
 
 def _write_png(image: np.ndarray, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    save_image(Image.fromarray(image), path, compress_level=PNG_COMPRESS_LEVEL)
 
 
 def _labels_csv(records: list[_Record]) -> str:
