@@ -16,6 +16,7 @@ from src.common.stage import CONFIG_DIR
 from src.stylegan3.generate import generate, input_transform, latents_for, parse_seeds
 from src.stylegan3.legacy import to_checkpoint
 from src.stylegan3.networks import Discriminator, Generator
+from tests.stylegan3.tiny import D_KWARGS, G_KWARGS
 
 
 @pytest.mark.parametrize(
@@ -53,26 +54,12 @@ def test_input_transform_is_the_inverse_of_the_requested_motion() -> None:
 def small_checkpoint(path: Path) -> Path:
     """A converted-format checkpoint holding a tiny StyleGAN3-T generator and discriminator."""
     torch.manual_seed(0)
-    g_config = {
-        "z_dim": 16,
-        "c_dim": 0,
-        "w_dim": 16,
-        "img_resolution": 16,
-        "img_channels": 3,
-        "mapping_kwargs": {"num_layers": 2},
-        "channel_base": 512,
-        "channel_max": 32,
-        "num_layers": 3,
-        "num_critical": 1,
-        "margin_size": 2,
-    }
-    d_config = {"c_dim": 0, "img_resolution": 16, "img_channels": 3, "channel_base": 256}
-    generator = Generator(**g_config)
+    generator = Generator(**G_KWARGS)
     networks = {
         "G": generator,
         "G_ema": generator,
-        "D": Discriminator(**d_config),
-        "configs": {"G": g_config, "G_ema": g_config, "D": d_config},
+        "D": Discriminator(**D_KWARGS),
+        "configs": {"G": G_KWARGS, "G_ema": G_KWARGS, "D": D_KWARGS},
     }
     return save_checkpoint(to_checkpoint(networks, "test"), path)
 

@@ -25,35 +25,8 @@ from src.common.errors import UserError
 from src.stylegan3.convert import main as convert_main
 from src.stylegan3.legacy import UnsafePickleError, load_networks, load_official_pickle
 from src.stylegan3.networks import Discriminator, Generator
+from tests.stylegan3.tiny import D_KWARGS, G_KWARGS
 
-G_KWARGS = {
-    "z_dim": 16,
-    "c_dim": 0,
-    "w_dim": 16,
-    "img_resolution": 16,
-    "img_channels": 3,
-    "mapping_kwargs": {"num_layers": 2},
-    "channel_base": 512,
-    "channel_max": 32,
-    "num_layers": 3,
-    "num_critical": 1,
-    "margin_size": 2,
-    "magnitude_ema_beta": 0.99,
-    "num_fp16_res": 4,
-    "conv_clamp": 256,
-}
-D_KWARGS = {
-    "c_dim": 0,
-    "img_resolution": 8,
-    "img_channels": 3,
-    "channel_base": 256,
-    "channel_max": 32,
-    "num_fp16_res": 4,
-    "conv_clamp": 256,
-    "block_kwargs": {"freeze_layers": 0},
-    "mapping_kwargs": {},
-    "epilogue_kwargs": {"mbstd_group_size": 2},
-}
 PERSISTENCE_SRC = """
 def _reconstruct_persistent_obj(meta):
     exec(meta["module_src"])
