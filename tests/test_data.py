@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -187,6 +188,29 @@ def test_manifest_missing_column_names_file_and_columns(tmp_path: Path) -> None:
         read_manifest(path)
     path.write_text("a,b\nx.png,\n")
     with pytest.raises(UserError, match="line 2"):
+        read_manifest(path)
+
+
+def test_jsonl_manifest_keeps_only_kept_rows_relative_to_its_folder(tmp_path: Path) -> None:
+    path = tmp_path / "filtered" / "manifest.filtered.jsonl"
+    path.parent.mkdir()
+    rows = [
+        {"seed": 1, "a": "../gen/A/000001.png", "b": "../gen/B/000001.png", "kept": True},
+        {"seed": 2, "a": "../gen/A/000002.png", "b": "../gen/B/000002.png", "kept": False},
+        {"seed": 3, "a": "/abs/A/3.png", "b": "/abs/B/3.png"},
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows) + "\n")
+    manifest = read_manifest(path)
+    assert manifest.pairs == [
+        (path.parent / "../gen/A/000001.png", path.parent / "../gen/B/000001.png"),
+        (Path("/abs/A/3.png"), Path("/abs/B/3.png")),
+    ]
+    assert manifest.extra_columns == {"kept": ["True", ""], "seed": ["1", "3"]}
+    path.write_text('{"a": "x.png"}\n')
+    with pytest.raises(UserError, match=r"manifest\.filtered\.jsonl, line 1: .*'b'"):
+        read_manifest(path)
+    path.write_text("{oops\n")
+    with pytest.raises(UserError, match="line 1: not JSON"):
         read_manifest(path)
 
 

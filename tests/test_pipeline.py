@@ -130,3 +130,15 @@ def test_seed_zero_is_honoured(tmp_path: Path) -> None:
 
     random.seed(0)
     assert values[0]["random"] == values[1]["random"] == random.random()
+
+
+@pytest.mark.slow
+def test_one_module_runs_as_two_stages_with_their_own_params(tmp_path: Path) -> None:
+    result = run_chain(tmp_path, "experiment=fakes_alias", "fake_a_again.count=3")
+    assert result.returncode == 0, result.stderr
+    assert items(tmp_path, "fake_a") == [f"{i}.txt" for i in range(5)]
+    assert items(tmp_path, "fake_a_again") == ["0.txt", "1.txt", "2.txt"]
+    assert done(tmp_path, "fake_a_again")["stage"] == "fake_a_again"
+    assert done(tmp_path, "fake_a_again")["upstream"] == {
+        "fake_a": done(tmp_path, "fake_a")["run_id"]
+    }

@@ -8,6 +8,7 @@ file. Tensors are CHW float32 in [-1, 1].
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -244,12 +245,46 @@ class Manifest:
         return len(self.pairs)
 
 
+def read_jsonl_manifest(path: Path) -> Manifest:
+    """Read a JSON-lines manifest (dataset_gen's ``manifest.jsonl``, the cleaner's filtered one).
+
+    Each row is an object with ``a`` and ``b`` paths relative to the manifest's folder; rows
+    with ``"kept": false`` (pairs the cleaner rejected) are left out. Other keys become columns.
+    """
+    rows = []
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for line_number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError as exc:
+                    raise UserError(f"{path}, line {line_number}: not JSON ({exc})") from None
+                if not isinstance(row, dict) or not row.get("a") or not row.get("b"):
+                    raise UserError(
+                        f"{path}, line {line_number}: a row needs non-empty 'a' and 'b' paths"
+                    )
+                if row.get("kept", True):
+                    rows.append(row)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read manifest ({exc.strerror})") from exc
+    extra_names = sorted({key for row in rows for key in row} - set(MANIFEST_COLUMNS))
+    return Manifest(
+        pairs=[(path.parent / row["a"], path.parent / row["b"]) for row in rows],
+        extra_columns={name: [str(row.get(name, "")) for row in rows] for name in extra_names},
+    )
+
+
 def read_manifest(path: str | os.PathLike[str]) -> Manifest:
     """Read a CSV manifest with columns ``a,b`` (and any others), paths relative to its folder.
 
-    Absolute paths are kept as they are.
+    A ``.jsonl`` file is read with :func:`read_jsonl_manifest`. Absolute paths are kept as they
+    are.
     """
     path = Path(path)
+    if path.suffix == ".jsonl":
+        return read_jsonl_manifest(path)
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)

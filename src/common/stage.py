@@ -201,21 +201,27 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def run_stage(stage: str, fn: StageFn) -> None:
-    """Entry point of ``python -m <module>``: compose ``configs/<stage>.yaml``, run ``fn``."""
+    """Entry point of ``python -m <module>``: compose ``configs/<stage>.yaml``, run ``fn``.
+
+    ``--config-name=<other>`` runs the same module as another stage of a chain (an alias such as
+    ``stylegan3_photo``): that config sets ``stage: <other>`` and mounts the module's parameters
+    under ``<other>``, so both instances keep their own outputs and overrides.
+    """
 
     @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=stage)
     def main(cfg: DictConfig) -> None:
         apply_sweep_run_name(cfg)
+        name = str(cfg.get("stage") or stage)
         try:
-            record = execute_stage(stage, fn, cfg)
+            record = execute_stage(name, fn, cfg)
         except UserError as err:
             fail(str(err))
         except MissingMandatoryValue as err:
-            fail(f"{stage}: config key '{err.full_key}' has no value; set it: {err.full_key}=...")
+            fail(f"{name}: config key '{err.full_key}' has no value; set it: {err.full_key}=...")
         except InterpolationResolutionError as err:
-            fail(f"{stage}: config key '{err.full_key}' does not resolve: {err.msg}")
+            fail(f"{name}: config key '{err.full_key}' does not resolve: {err.msg}")
         except KeyboardInterrupt:
-            fail(f"{stage}: interrupted; run the same command again to continue", code=130)
-        print(f"{stage}: done in {record['duration_s']:.1f}s -> {cfg.out_dir}")
+            fail(f"{name}: interrupted; run the same command again to continue", code=130)
+        print(f"{name}: done in {record['duration_s']:.1f}s -> {cfg.out_dir}")
 
     main()

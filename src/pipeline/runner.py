@@ -169,7 +169,7 @@ class ChainRunner:
                 )
                 continue
             command = [sys.executable, "-m", entry_point(self.cfg, stage)]
-            command += [*config_dir_args(), *self.stage_overrides(stage)]
+            command += [*config_dir_args(), f"--config-name={stage}", *self.stage_overrides(stage)]
             self.console.rule(f"{stage} ({reason})")
             start = time.time()
             code = subprocess.call(command)
