@@ -1,6 +1,8 @@
 """Constructor arguments of a tiny StyleGAN3 generator and discriminator, shared by tests that
 need real networks but not their size (every official kwarg spelled out, as in a pickle)."""
 
+from pathlib import Path
+
 G_KWARGS = {
     "z_dim": 16,
     "c_dim": 0,
@@ -29,3 +31,39 @@ D_KWARGS = {
     "mapping_kwargs": {},
     "epilogue_kwargs": {"mbstd_group_size": 2},
 }
+
+
+def write_tiny_checkpoint(
+    path: str | Path, seed: int = 0, tune_seed: int | None = None, **g_changes: object
+) -> Path:
+    """Save a tiny generator (as G and G_ema) and discriminator in our checkpoint format.
+
+    The architecture and fixed buffers come from ``seed``; with ``tune_seed`` every parameter,
+    ``magnitude_ema`` and ``w_avg`` are then moved by noise from that seed, as a fine-tune of
+    the ``seed`` network would move them. ``g_changes`` override ``G_KWARGS``. Returns the path.
+    """
+    import torch
+
+    from src.common.checkpoint import save_checkpoint
+    from src.stylegan3.legacy import to_checkpoint
+    from src.stylegan3.networks import Discriminator, Generator
+
+    g_kwargs = {**G_KWARGS, **g_changes}
+    torch.manual_seed(seed)
+    generator = Generator(**g_kwargs)
+    discriminator = Discriminator(**D_KWARGS)
+    if tune_seed is not None:
+        noise = torch.Generator().manual_seed(tune_seed)
+        with torch.no_grad():
+            for param in generator.parameters():
+                param.add_(0.1 * torch.randn(param.shape, generator=noise))
+            for name, buffer in generator.named_buffers():
+                if name.endswith(("magnitude_ema", "w_avg")):
+                    buffer.copy_(torch.rand(buffer.shape, generator=noise) + 0.5)
+    networks = {
+        "G": generator,
+        "G_ema": generator,
+        "D": discriminator,
+        "configs": {"G": g_kwargs, "G_ema": g_kwargs, "D": D_KWARGS},
+    }
+    return save_checkpoint(to_checkpoint(networks, "tiny test network"), path)
