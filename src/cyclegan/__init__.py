@@ -1,0 +1,1 @@
+"""CycleGAN (ResNet or U-Net generators) and a dataset builder that samples frames from videos."""
