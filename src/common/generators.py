@@ -34,6 +34,7 @@ FAMILIES: dict[str, str] = {
     "identity": "src.common.generators:build_identity",
     "pix2pix": "src.pix2pix.networks:build_generator",
     "photo2cartoon": "src.photo2cartoon.networks:build_generator",
+    "cyclegan": "src.cyclegan.networks:build_generator",
 }
 
 

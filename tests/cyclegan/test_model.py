@@ -1,0 +1,75 @@
+"""The CycleGAN module: one training step for ResNet and U-Net generators, the lr schedule."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from src.cyclegan.model import CycleGANModule
+
+DISCRIMINATOR = {"netD": "basic", "input_nc": 3, "ndf": 4, "norm": "instance"}
+
+
+def tiny_module(net_g: str, **kwargs) -> CycleGANModule:
+    generator = {"netG": net_g, "ngf": 4}
+    return CycleGANModule(generator, DISCRIMINATOR, pool_size=2, **kwargs)
+
+
+class StepHarness:
+    """Runs ``training_step`` outside a Trainer: real optimisers, backward as autograd's."""
+
+    def __init__(self, module: CycleGANModule) -> None:
+        self.module = module
+        (self.opt_g, self.opt_d), _ = module.configure_optimizers()
+        module.optimizers = lambda: (self.opt_g, self.opt_d)
+        module.manual_backward = lambda loss: loss.backward()
+        module.log_dict = lambda *args, **kwargs: None
+
+
+@pytest.mark.parametrize("net_g", ["resnet_2blocks", "unet_32"])
+def test_one_training_step_updates_all_four_networks(net_g: str) -> None:
+    torch.manual_seed(0)
+    module = tiny_module(net_g)
+    StepHarness(module)
+    before = {name: p.detach().clone() for name, p in module.named_parameters()}
+    batch = {"A": torch.rand(1, 3, 32, 32) * 2 - 1, "B": torch.rand(1, 3, 32, 32) * 2 - 1}
+    module.training_step(batch, 0)
+    for prefix in ("generator_ab", "generator_ba", "discriminator_a", "discriminator_b"):
+        changed = [
+            not torch.equal(p, before[name])
+            for name, p in module.named_parameters()
+            if name.startswith(prefix)
+        ]
+        assert all(changed), prefix
+    assert len(module.pool_a) == len(module.pool_b) == 1
+    assert all(p.requires_grad for p in module.discriminator_a.parameters())
+
+
+def test_generator_losses_weights_and_identity_switch() -> None:
+    torch.manual_seed(0)
+    module = tiny_module("resnet_1blocks")
+    real_a, real_b = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    losses, fake_b, _ = module.generator_losses(real_a, real_b)
+    assert set(losses) == {"g_ab_gan", "g_ba_gan", "cycle_a", "cycle_b", "idt_ab", "idt_ba"}
+    with torch.no_grad():
+        cycle_a = torch.nn.functional.l1_loss(module.generator_ba(fake_b), real_a)
+        idt = torch.nn.functional.l1_loss(module.generator_ab(real_b), real_b)
+    assert float(losses["cycle_a"].detach()) == pytest.approx(10 * float(cycle_a))
+    assert float(losses["idt_ab"].detach()) == pytest.approx(0.5 * 10 * float(idt))
+    no_identity = tiny_module("resnet_1blocks", lambda_identity=0.0)
+    assert "idt_ab" not in no_identity.generator_losses(real_a, real_b)[0]
+
+
+def test_lr_is_constant_then_decays_linearly_to_zero() -> None:
+    module = tiny_module("resnet_1blocks", lr=2e-4, n_epochs=4, n_epochs_decay=3)
+    optimizers, schedulers = module.configure_optimizers()
+    seen = []
+    for _ in range(4 + 3):
+        seen.append(optimizers[0].param_groups[0]["lr"])
+        for optimizer, scheduler in zip(optimizers, schedulers, strict=True):
+            optimizer.step()
+            scheduler.step()
+    # Epochs 0..3 at 2e-4; the decay starts at epoch 4 and ends at 0 after the last (epoch 6).
+    assert seen[:4] == pytest.approx([2e-4] * 4)
+    assert seen[4:] == pytest.approx([2e-4 * 3 / 4, 2e-4 * 2 / 4, 2e-4 * 1 / 4])
+    assert [opt.param_groups[0]["lr"] for opt in optimizers] == pytest.approx([0.0, 0.0])
