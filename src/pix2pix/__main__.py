@@ -75,6 +75,7 @@ def build_module(params: DictConfig, grid_dir: Path | None) -> Any:
         init_gain=float(params.init_gain),
         grid_samples=int(params.grid_samples),
         grid_dir=None if grid_dir is None else str(grid_dir),
+        image_size=int(params.data.crop_size),
     )
 
 

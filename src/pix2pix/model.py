@@ -57,7 +57,11 @@ def to_unit(images: torch.Tensor) -> torch.Tensor:
 
 
 class Pix2PixModule(L.LightningModule):
-    """pix2pix training of a U-Net generator against a PatchGAN on aligned (A, B) batches."""
+    """pix2pix training of a U-Net generator against a PatchGAN on aligned (A, B) batches.
+
+    ``image_size`` (the training crop) is only recorded, so that an export from a Lightning
+    checkpoint knows the size the generator was trained at.
+    """
 
     def __init__(
         self,
@@ -74,6 +78,7 @@ class Pix2PixModule(L.LightningModule):
         init_gain: float = 0.02,
         grid_samples: int = 8,
         grid_dir: str | None = None,
+        image_size: int = 256,
     ) -> None:
         super().__init__()
         if gan_mode not in GAN_MODES:
