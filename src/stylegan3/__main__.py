@@ -149,8 +149,11 @@ def train(ctx: StageContext) -> list[str]:
             grid_columns=options.grid_columns,
         )
     ]
+    strategy = OmegaConf.select(ctx.cfg, "trainer.strategy", default="auto")
     trainer: L.Trainer = make_trainer(
         ctx.cfg,
+        # G's step leaves D's weights without gradients and D's steps G's: DDP must expect that.
+        strategy="ddp_find_unused_parameters_true" if strategy == "ddp" else strategy,
         max_epochs=-1,
         max_steps=-1,
         limit_val_batches=0,
