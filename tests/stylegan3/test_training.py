@@ -285,3 +285,20 @@ def test_init_from_an_official_pickle_starts_from_its_weights(
     fit(module, tmp_path / "run")
     assert module.cur_nimg == options.kimg * 1000
     assert not torch.equal(module.G.synthesis.input.weight, g.synthesis.input.weight)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:metrics. no Inception weights")
+def test_snapshots_measure_fid_and_keep_the_best_checkpoint(tmp_path: Path) -> None:
+    data = write_images(tmp_path / "data")
+    options = tiny_options(
+        data, kimg=3 * BATCH / 1000, snap=BATCH / 1000, metrics=["fid", "kid"], metrics_num=8
+    )
+    module = build(options)
+    fit(module, tmp_path / "run")
+
+    assert set(module.last_metrics) >= {"fid", "kid"}
+    assert math.isfinite(module.best_fid) and module.best_fid <= module.last_metrics["fid"]
+    best = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", weights_only=False)
+    assert best["stylegan3"]["metrics"]["fid"] == module.best_fid
+    assert list((tmp_path / "run" / "cache").glob("real-*.pt")), "real statistics not cached"

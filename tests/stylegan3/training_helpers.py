@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from src.stylegan3.__main__ import metrics_callback
 from src.stylegan3.snapshots import Snapshots
 from src.stylegan3.training import (
     StyleGAN3Training,
@@ -82,8 +83,10 @@ def fit(
     **trainer_kwargs: Any,
 ) -> L.Trainer:
     """Train ``module`` in this process until its ``kimg``; snapshots go to ``out_dir``."""
+    options = module.options
+    metrics_fn = metrics_callback(options, out_dir / "cache") if options.metrics else None
     module.extra_callbacks = [
-        Snapshots(out_dir, module.options.snap, grid_columns=module.options.grid_columns),
+        Snapshots(out_dir, options.snap, metrics_fn, grid_columns=options.grid_columns),
         *callbacks,
     ]
     settings = {
