@@ -1,0 +1,1 @@
+"""Serving trained generators: the ``cartoonize`` command and the Telegram bot."""

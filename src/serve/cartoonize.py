@@ -1,0 +1,245 @@
+"""``python -m src.serve.cartoonize input=PHOTO_OR_DIR output=DIR model=generator.pt``.
+
+Cartoonizes a photo or a folder of photos with an exported generator, in PyTorch or ONNX Runtime
+(``runtime=torch|onnx``): ``mode=faces`` writes each cartoon face as ``<stem>_face<k>.png``,
+``mode=paste`` the photo with the cartoons pasted back as ``<stem>.png`` (``both`` writes both).
+Photos go in batches with a progress bar; unreadable files and skipped faces are reported (one
+line each, and in ``report.json``) and never stop the run. Also the chain's ``cartoonize``
+stage: the smoke chain ends by cartoonizing the shipped test photos with its pix2pix generator.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from src.common.errors import UserError
+from src.common.fileio import atomic_write_json
+from src.common.images import (
+    BadImageError,
+    ImageLoadReport,
+    list_images,
+    load_image,
+    save_image,
+)
+from src.common.stage import StageContext, run_stage
+from src.common.visual import contact_sheet
+from src.faces import make_detector
+from src.serve.engine import Cartoonizer, PhotoResult, load_runner
+
+MODES = ("faces", "paste", "both")
+SHORT_KEYS = ("input", "output", "model", "runtime", "mode")
+REPORT_FILE = "report.json"
+CONTACT_SHEET_FILE = "contact_sheet.png"
+SHEET_CELL = 160
+
+
+def settings_from(cfg: DictConfig) -> DictConfig:
+    """``cfg.cartoonize`` with the short command-line keys (``input=...``) applied on top."""
+    settings = OmegaConf.merge(cfg.get("cartoonize") or {}, {})
+    for key in SHORT_KEYS:
+        if cfg.get(key) is not None:
+            settings[key] = cfg[key]
+    return settings
+
+
+def collect_inputs(source: str | os.PathLike[str]) -> list[Path]:
+    """The photos named by ``input``: the file itself, or the images of the folder."""
+    path = Path(source)
+    if path.is_dir():
+        return list_images(path)
+    if path.is_file():
+        return [path]
+    raise UserError(f"input={path} does not exist; give a photo or a folder of photos")
+
+
+def output_names(paths: Sequence[Path]) -> dict[Path, str]:
+    """A file-name stem per input: its own stem, or its full name where two stems collide."""
+    stems = [p.stem for p in paths]
+    return {p: p.stem if stems.count(p.stem) == 1 else p.name.replace(".", "_") for p in paths}
+
+
+def batched(items: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:
+    """``items`` in consecutive slices of ``size``."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def existing_outputs(folder: Path, stem: str, mode: str) -> list[str]:
+    """Files an earlier, interrupted run already wrote for ``stem`` (empty: do it again)."""
+    faces = sorted(p.name for p in folder.glob(f"{stem}_face*.png"))
+    pasted = [f"{stem}.png"] if (folder / f"{stem}.png").is_file() else []
+    wanted = {"faces": [faces], "paste": [pasted], "both": [faces, pasted]}[mode]
+    return faces + pasted if all(wanted) else []
+
+
+def write_result(folder: Path, stem: str, result: PhotoResult, mode: str) -> list[str]:
+    """Save one photo's cartoons and/or paste; return the written file names."""
+    written = []
+    if mode in ("faces", "both"):
+        for index, cartoon in enumerate(result.cartoons):
+            name = f"{stem}_face{index}.png"
+            save_image(Image.fromarray(cartoon), folder / name)
+            written.append(name)
+    if mode in ("paste", "both") and result.pasted is not None and result.cartoons:
+        save_image(Image.fromarray(result.pasted), folder / f"{stem}.png")
+        written.append(f"{stem}.png")
+    return written
+
+
+def describe(result: PhotoResult) -> dict[str, Any]:
+    """The report entry of one photo: its faces (boxes, eyes) and the skipped ones with reasons."""
+    return {
+        "faces": [
+            {
+                "box": [round(float(v), 1) for v in face.face.box],
+                "landmarks": {
+                    k: [round(float(v), 1) for v in p] for k, p in face.face.landmarks.items()
+                },
+            }
+            for face in result.aligned
+        ],
+        "skipped": [
+            {"box": [round(float(v), 1) for v in s.face.box], "reason": s.reason}
+            for s in result.skipped
+        ],
+        "seconds": {k: round(v, 4) for k, v in result.seconds.items()},
+    }
+
+
+def make_cartoonizer(settings: DictConfig, onnx_dir: Path) -> Cartoonizer:
+    """The engine the settings describe (generator, runtime, detector, template)."""
+    if not settings.get("model"):
+        raise UserError("no generator given; set model=/path/to/generator.pt (or a .onnx graph)")
+    low, high = settings.get("value_range", (-1.0, 1.0))
+    runner = load_runner(
+        settings.model,
+        str(settings.get("runtime", "torch")),
+        onnx_dir=onnx_dir,
+        value_range=(float(low), float(high)),
+        threads=settings.get("threads"),
+    )
+    detector_cfg = settings.get("detector") or {}
+    options = OmegaConf.to_container(detector_cfg.get("options") or OmegaConf.create({}))
+    detector = make_detector(str(detector_cfg.get("name", "haar")), **options)  # type: ignore[arg-type]
+    white = settings.get("white_background")
+    return Cartoonizer(
+        runner,
+        detector,
+        template=settings.get("template"),
+        white=None if white is None else bool(white),
+        min_face=int(settings.get("min_face", 48)),
+        max_faces=settings.get("max_faces"),
+        feather=float(settings.get("feather", 0.12)),
+    )
+
+
+def cartoonize_files(
+    settings: DictConfig, output: Path, resume: bool = False, console: Console | None = None
+) -> dict[str, Any]:
+    """Cartoonize every photo ``settings.input`` names into ``output``; return the report."""
+    console = console or Console(stderr=True)
+    mode = str(settings.get("mode", "faces"))
+    if mode not in MODES:
+        raise UserError(f"mode={mode} is unknown; use one of {', '.join(MODES)}")
+    batch_size = int(settings.get("batch_size", 8))
+    if batch_size < 1:
+        raise UserError(f"batch_size={batch_size} must be at least 1")
+    paths = collect_inputs(settings.input)
+    output.mkdir(parents=True, exist_ok=True)
+    cartoonizer = make_cartoonizer(settings, output)
+    names = output_names(paths)
+    loads = ImageLoadReport()
+    photos: dict[str, Any] = {}
+    sheet: list[tuple[Image.Image, list[np.ndarray]]] = []
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("Cartoonizing", total=len(paths))
+        for batch in batched(paths, batch_size):
+            todo: list[tuple[Path, np.ndarray]] = []
+            for path in batch:
+                kept = existing_outputs(output, names[path], mode) if resume else []
+                if kept:
+                    photos[str(path)] = {"outputs": kept, "resumed": True}
+                    continue
+                try:
+                    todo.append((path, np.asarray(load_image(path))))
+                except BadImageError as err:
+                    loads.record_skip(err.path, err.reason, err.detail)
+                    console.print(f"[yellow]skipped[/] {path}: {err.reason} ({err.detail})")
+            loads.loaded += len(todo)
+            results = cartoonizer.process(
+                [pixels for _, pixels in todo], paste_back=mode in ("paste", "both")
+            )
+            for (path, pixels), result in zip(todo, results, strict=True):
+                entry = describe(result)
+                entry["outputs"] = write_result(output, names[path], result, mode)
+                photos[str(path)] = entry
+                for skipped in result.skipped:
+                    console.print(f"[yellow]face skipped[/] in {path}: {skipped.reason}")
+                if not result.aligned:
+                    console.print(f"[yellow]no face[/] found in {path}")
+                if len(sheet) < 16:
+                    sheet.append((Image.fromarray(pixels), result.cartoons))
+            progress.advance(task, len(batch))
+    report = {
+        "model": str(settings.model),
+        "runtime": str(settings.get("runtime", "torch")),
+        "mode": mode,
+        "template": cartoonizer.template,
+        "photos": photos,
+        "unreadable": [{"file": str(p), "reason": r} for p, r in loads.skipped_files],
+        "summary": loads.summary(),
+        "faces": sum(len(e.get("faces", [])) for e in photos.values()),
+    }
+    atomic_write_json(output / REPORT_FILE, report)
+    if settings.get("contact_sheet", True) and sheet:
+        save_image(make_sheet(sheet), output / CONTACT_SHEET_FILE)
+    console.print(f"{report['summary']}; {report['faces']} cartoon faces -> {output}")
+    return report
+
+
+def make_sheet(rows: list[tuple[Image.Image, list[np.ndarray]]]) -> Image.Image:
+    """Each photo followed by its cartoon faces, one photo a row."""
+    columns = 1 + max(len(cartoons) for _, cartoons in rows)
+    cells: list[Image.Image] = []
+    blank = Image.new("RGB", (SHEET_CELL, SHEET_CELL), (255, 255, 255))
+    for photo, cartoons in rows:
+        row = [photo, *(Image.fromarray(c) for c in cartoons)]
+        for image in row:
+            image = image.copy()
+            image.thumbnail((SHEET_CELL, SHEET_CELL))
+            cells.append(image)
+        cells.extend([blank] * (columns - len(row)))
+    return contact_sheet(cells, columns)
+
+
+def cartoonize_stage(ctx: StageContext) -> list[str]:
+    """The stage function: cartoonize the configured photos into ``output`` (or ``out_dir``)."""
+    settings = settings_from(ctx.cfg)
+    output = Path(settings.output) if settings.get("output") else ctx.out_dir
+    cartoonize_files(settings, output, resume=ctx.resume)
+    outputs = [name for name in (REPORT_FILE, CONTACT_SHEET_FILE) if (output / name).exists()]
+    return [os.path.relpath(output / name, ctx.out_dir) for name in outputs]
+
+
+def main() -> None:
+    """Entry point of ``python -m src.serve.cartoonize``."""
+    run_stage("cartoonize", cartoonize_stage)
+
+
+if __name__ == "__main__":
+    main()

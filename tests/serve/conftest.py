@@ -1,0 +1,36 @@
+"""Exported generators for the serving tests: identity (paste-back) and a tiny conv net."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from src.common import generators
+from src.common.generators import IdentityGenerator, save_generator
+from tests.serve.tiny import build_tiny
+
+PHOTOS = Path(__file__).resolve().parents[1] / "data" / "photos"
+
+
+@pytest.fixture
+def identity_generator(tmp_path: Path) -> Path:
+    """An identity ``generator.pt`` working at 256 px."""
+    return save_generator(
+        tmp_path / "identity.pt", IdentityGenerator(), family="identity", config={}, image_size=256
+    )
+
+
+@pytest.fixture
+def tiny_generator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A tiny conv ``generator.pt`` at 64 px, its family registered for this test."""
+    monkeypatch.setitem(generators.FAMILIES, "tiny_test", "tests.serve.tiny:build_tiny")
+    torch.manual_seed(0)
+    return save_generator(
+        tmp_path / "tiny.pt",
+        build_tiny({"width": 8}),
+        family="tiny_test",
+        config={"width": 8},
+        image_size=64,
+    )
