@@ -1,0 +1,406 @@
+"""``python -m src.serve.bot``: a Telegram bot that answers face photos with cartoon faces.
+
+Long polling with aiogram 3. The token comes from the ``BOT_TOKEN`` environment variable and is
+never logged or echoed. A photo, or an image sent as a file, is answered with its cartoon faces
+(one photo, or an album for several), or a clear message when there is no face or no image.
+
+Guards, all checked before any work: an optional allowlist of user ids; the download size
+(Telegram lets bots download at most 20 MB) and the pixel count (read from the header before
+decoding); a per-user rate limit; a bounded queue (a busy message beyond it). Inference runs off
+the event loop (``asyncio.to_thread``) behind a semaphore; a failing update is logged and
+answered with an apology, and never stops the bot. Settings: ``configs/bot.yaml``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import os
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import hydra
+import numpy as np
+from aiogram import Bot, Dispatcher, F, Router
+from aiogram.filters import Command, CommandObject, CommandStart
+from aiogram.types import BufferedInputFile, ErrorEvent, InputMediaPhoto, Message
+from aiogram.utils.token import TokenValidationError, validate_token
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from src.common.errors import UserError
+from src.common.stage import CONFIG_DIR, fail
+
+log = logging.getLogger(__name__)
+
+TELEGRAM_DOWNLOAD_LIMIT = 20 * 1024 * 1024
+MAX_ALBUM = 10
+HELP = (
+    "Send me a photo with faces (as a photo, or as a file for full quality) and I will answer "
+    "with a cartoon of each face.\n"
+    "/model shows the generators; /model NAME picks one.\n"
+    "Limits: {max_mb} MB, {max_mp} megapixels, {rate} photos per {window} s."
+)
+
+
+class PhotoEngine(Protocol):
+    """What the bot needs from a cartoonizer: uint8 RGB photo -> cartoon faces and skip notes."""
+
+    def __call__(self, photo: np.ndarray) -> tuple[list[np.ndarray], list[str]]:
+        """Cartoon faces (uint8 RGB arrays) of ``photo``, and why faces were skipped."""
+        ...
+
+
+@dataclass
+class BotSettings:
+    """The bot's limits and generators (see ``configs/bot.yaml``)."""
+
+    models: dict[str, str]
+    default_model: str | None = None
+    runtime: str = "torch"
+    allowlist: frozenset[int] = frozenset()
+    max_download_bytes: int = TELEGRAM_DOWNLOAD_LIMIT
+    max_pixels: int = 40_000_000
+    max_concurrent: int = 1
+    max_queue: int = 8
+    rate_limit: int = 5
+    rate_window_s: float = 60.0
+    max_faces: int = MAX_ALBUM
+    min_face: int = 48
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_names(self) -> list[str]:
+        """The configured generators' names, sorted."""
+        return sorted(self.models)
+
+    def first_model(self) -> str:
+        """The generator a new user gets."""
+        if self.default_model:
+            return self.default_model
+        return self.model_names[0]
+
+
+class RejectedPhoto(Exception):
+    """A photo the bot will not process; the message is what the user is told."""
+
+
+class RateLimiter:
+    """At most ``limit`` events per user in any ``window`` seconds (a sliding window)."""
+
+    def __init__(self, limit: int, window: float, clock: Callable[[], float] = time.monotonic):
+        self.limit = int(limit)
+        self.window = float(window)
+        self.clock = clock
+        self.events: dict[int, deque[float]] = defaultdict(deque)
+
+    def wait_time(self, user: int) -> float:
+        """0 and the event recorded when ``user`` may go on; else the seconds to wait."""
+        now = self.clock()
+        events = self.events[user]
+        while events and now - events[0] >= self.window:
+            events.popleft()
+        if len(events) >= self.limit:
+            return self.window - (now - events[0])
+        events.append(now)
+        return 0.0
+
+
+def decode_photo(data: bytes, max_pixels: int) -> np.ndarray:
+    """Bytes -> uint8 RGB array, upright; the pixel count is checked before decoding."""
+    try:
+        image = Image.open(io.BytesIO(data))
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise RejectedPhoto("That file is not an image I can read (JPEG, PNG, WebP).") from err
+    if image.width * image.height > max_pixels:
+        raise RejectedPhoto(
+            f"That image is {image.width}x{image.height}; the limit is "
+            f"{max_pixels / 1e6:.0f} megapixels. Send a smaller one."
+        )
+    try:
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        return np.asarray(image.convert("RGB"))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise RejectedPhoto("That image is damaged or truncated; send it again.") from err
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    """A uint8 RGB array as PNG bytes."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class CartoonBot:
+    """Handlers, limits and per-user state of the bot; ``engine_for(name)`` loads generators."""
+
+    def __init__(self, settings: BotSettings, engine_for: Callable[[str], PhotoEngine]) -> None:
+        if not settings.models:
+            raise UserError("bot: no generators configured; set models.NAME=/path/generator.pt")
+        self.settings = settings
+        self.engine_for = engine_for
+        self.engines: dict[str, PhotoEngine] = {}
+        self.semaphore = asyncio.Semaphore(settings.max_concurrent)
+        self.pending = 0
+        self.rate = RateLimiter(settings.rate_limit, settings.rate_window_s)
+        self.choice: dict[int, str] = {}
+        self.router = self._make_router()
+        self._dispatcher: Dispatcher | None = None
+
+    def dispatcher(self) -> Dispatcher:
+        """The dispatcher holding this bot's router (made once: a router has one parent)."""
+        if self._dispatcher is None:
+            self._dispatcher = Dispatcher()
+            self._dispatcher.include_router(self.router)
+        return self._dispatcher
+
+    def _make_router(self) -> Router:
+        """The root router: errors, then the bot's handlers (behind the allowlist, if any)."""
+        root = Router(name="root")
+        root.errors.register(self.on_error)
+        handlers = Router(name="cartoon")
+        if self.settings.allowlist:
+            handlers.message.filter(F.from_user.id.in_(self.settings.allowlist))
+        handlers.message.register(self.on_start, CommandStart())
+        handlers.message.register(self.on_help, Command("help"))
+        handlers.message.register(self.on_model, Command("model"))
+        handlers.message.register(self.on_photo, F.photo)
+        handlers.message.register(self.on_photo, F.document)
+        handlers.message.register(self.on_other)
+        root.include_router(handlers)
+        # Reached only by messages the handlers rejected: users outside the allowlist.
+        denied = Router(name="denied")
+        denied.message.register(self.on_denied)
+        root.include_router(denied)
+        return root
+
+    def help_text(self) -> str:
+        """The /help answer, with the current limits."""
+        s = self.settings
+        return HELP.format(
+            max_mb=s.max_download_bytes // (1024 * 1024),
+            max_mp=s.max_pixels // 1_000_000,
+            rate=s.rate_limit,
+            window=int(s.rate_window_s),
+        )
+
+    async def on_denied(self, message: Message) -> None:
+        """Users outside the allowlist get one polite line and nothing else."""
+        await message.answer("Sorry, this bot is private.")
+
+    async def on_start(self, message: Message) -> None:
+        """Greeting and help."""
+        await message.answer("Hi! I turn faces in photos into cartoons.\n" + self.help_text())
+
+    async def on_help(self, message: Message) -> None:
+        """How to use the bot."""
+        await message.answer(self.help_text())
+
+    async def on_model(self, message: Message, command: CommandObject) -> None:
+        """``/model`` lists the generators; ``/model NAME`` picks one for this user."""
+        user = message.from_user.id if message.from_user else 0
+        current = self.choice.get(user, self.settings.first_model())
+        name = (command.args or "").strip()
+        if not name:
+            listed = ", ".join(self.settings.model_names)
+            await message.answer(f"Generators: {listed}. Yours: {current}. Pick: /model NAME")
+        elif name not in self.settings.models:
+            await message.answer(
+                f"No generator '{name}'. Choose from: {', '.join(self.settings.model_names)}"
+            )
+        else:
+            self.choice[user] = name
+            await message.answer(f"Now using {name}.")
+
+    async def on_other(self, message: Message) -> None:
+        """Anything else: say what the bot understands."""
+        await message.answer("Send me a photo with a face, or /help.")
+
+    async def on_error(self, event: ErrorEvent) -> bool:
+        """Log a failing update (without its contents) and apologise; the bot keeps running."""
+        log.error("update %s failed: %r", event.update.update_id, event.exception)
+        message = event.update.message
+        if message is not None:
+            try:
+                await message.answer("Sorry, something went wrong with that one. Try again.")
+            except Exception as err:  # the apology itself may fail (network); never re-raise
+                log.error("could not send the apology: %r", err)
+        return True
+
+    def _check_size(self, file_size: int | None, width: int | None, height: int | None) -> None:
+        s = self.settings
+        if file_size is not None and file_size > s.max_download_bytes:
+            raise RejectedPhoto(
+                f"That file is {file_size / 2**20:.1f} MB; the limit is "
+                f"{s.max_download_bytes / 2**20:.0f} MB. Send a smaller one."
+            )
+        if width and height and width * height > s.max_pixels:
+            raise RejectedPhoto(
+                f"That image is {width}x{height}; the limit is "
+                f"{s.max_pixels / 1e6:.0f} megapixels. Send a smaller one."
+            )
+
+    async def on_photo(self, message: Message, bot: Bot) -> None:
+        """A photo or a file: check, download, cartoonize off the loop, answer."""
+        user = message.from_user.id if message.from_user else 0
+        try:
+            if message.photo:
+                size = message.photo[-1]
+                file_id = size.file_id
+                self._check_size(size.file_size, size.width, size.height)
+            else:
+                document = message.document
+                assert document is not None
+                mime = document.mime_type or ""
+                if mime and not mime.startswith("image/"):
+                    raise RejectedPhoto("That file is not an image; send a photo (JPEG, PNG).")
+                file_id = document.file_id
+                self._check_size(document.file_size, None, None)
+        except RejectedPhoto as reason:
+            await message.answer(str(reason))
+            return
+        wait = self.rate.wait_time(user)
+        if wait > 0:
+            await message.answer(f"Slow down a little: try again in {wait:.0f} s.")
+            return
+        if self.pending >= self.settings.max_concurrent + self.settings.max_queue:
+            await message.answer("I am busy with other photos right now; try again in a minute.")
+            return
+        self.pending += 1
+        try:
+            await self._cartoonize(message, bot, file_id, user)
+        finally:
+            self.pending -= 1
+
+    async def _cartoonize(self, message: Message, bot: Bot, file_id: str, user: int) -> None:
+        buffer = await bot.download(file_id)
+        assert buffer is not None
+        data = buffer.read()
+        try:
+            self._check_size(len(data), None, None)
+            pixels = decode_photo(data, self.settings.max_pixels)
+        except RejectedPhoto as reason:
+            await message.answer(str(reason))
+            return
+        name = self.choice.get(user, self.settings.first_model())
+        async with self.semaphore:
+            cartoons, skipped = await asyncio.to_thread(self._run, name, pixels)
+        if not cartoons:
+            note = f" ({skipped[0]})" if skipped else ""
+            await message.answer(f"I found no face in that photo{note}. Try a clear frontal one.")
+            return
+        files = [
+            BufferedInputFile(encode_png(c), f"cartoon_{i}.png")
+            for i, c in enumerate(cartoons[:MAX_ALBUM])
+        ]
+        if len(files) == 1:
+            await message.answer_photo(files[0])
+        else:
+            caption = f"{len(files)} faces"
+            media = [
+                InputMediaPhoto(media=f, caption=caption if i == 0 else None)
+                for i, f in enumerate(files)
+            ]
+            await message.answer_media_group(media)
+
+    def _run(self, name: str, pixels: np.ndarray) -> tuple[list[np.ndarray], list[str]]:
+        """Load (once) and run the generator ``name``; runs in a worker thread."""
+        if name not in self.engines:
+            self.engines[name] = self.engine_for(name)
+        return self.engines[name](pixels)
+
+
+def settings_from(cfg: DictConfig) -> BotSettings:
+    """``BotSettings`` from the ``bot`` config node."""
+    node = OmegaConf.to_container(cfg.bot, resolve=True)
+    assert isinstance(node, dict)
+    models = {str(k): str(v) for k, v in (node.pop("models") or {}).items() if v}
+    allowlist = frozenset(int(u) for u in node.pop("allowlist") or [])
+    known = set(BotSettings.__dataclass_fields__) - {"models", "allowlist", "extra"}
+    return BotSettings(
+        models=models,
+        allowlist=allowlist,
+        **{k: v for k, v in node.items() if k in known},
+        extra={k: v for k, v in node.items() if k not in known},
+    )
+
+
+def cartoonizer_engines(settings: BotSettings) -> Callable[[str], PhotoEngine]:
+    """``name -> engine`` loading ``settings.models[name]`` with the configured runtime."""
+    from src.faces import make_detector
+    from src.serve.engine import Cartoonizer, load_runner
+
+    def load(name: str) -> PhotoEngine:
+        path = settings.models[name]
+        onnx_dir = os.path.join(os.path.dirname(os.path.abspath(path)), "onnx_cache")
+        runner = load_runner(path, settings.runtime, onnx_dir=onnx_dir)
+        engine = Cartoonizer(
+            runner,
+            make_detector("haar"),
+            min_face=settings.min_face,
+            max_faces=settings.max_faces,
+        )
+
+        def run(photo: np.ndarray) -> tuple[list[np.ndarray], list[str]]:
+            result = engine(photo)
+            return result.cartoons, [s.reason for s in result.skipped]
+
+        return run
+
+    return load
+
+
+def read_token(environ: Mapping[str, str] = os.environ) -> str:
+    """``BOT_TOKEN``, checked for its shape; errors never include the token itself."""
+    token = environ.get("BOT_TOKEN", "").strip()
+    if not token:
+        raise UserError(
+            "BOT_TOKEN is not set; get a token from @BotFather and export BOT_TOKEN=... "
+            "(it is read from the environment only, never from configs or the command line)"
+        )
+    try:
+        validate_token(token)
+    except TokenValidationError:
+        raise UserError(
+            "BOT_TOKEN does not look like a bot token (digits, a colon, then letters); "
+            "copy it again from @BotFather"
+        ) from None
+    return token
+
+
+async def serve(settings: BotSettings, token: str) -> None:
+    """Long-poll Telegram until interrupted."""
+    for name, path in settings.models.items():
+        if not os.path.isfile(path):
+            raise UserError(f"bot.models.{name}={path} does not exist; fix the path")
+    cartoon_bot = CartoonBot(settings, cartoonizer_engines(settings))
+    bot = Bot(token)
+    try:
+        log.info("polling; generators: %s", ", ".join(settings.model_names))
+        await cartoon_bot.dispatcher().start_polling(bot, handle_signals=False)
+    finally:
+        await bot.session.close()
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="bot")
+def main(cfg: DictConfig) -> None:
+    """Entry point of ``python -m src.serve.bot``."""
+    try:
+        token = read_token()
+        settings = settings_from(cfg)
+        if not settings.models:
+            raise UserError("bot: no generators configured; set bot.models.NAME=/path/generator.pt")
+        asyncio.run(serve(settings, token))
+    except UserError as err:
+        fail(str(err))
+    except KeyboardInterrupt:
+        log.info("stopped")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,310 @@
+"""The Telegram bot, offline: a recording session answers the Bot API, updates go through the
+dispatcher as in production (only the network is replaced)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+import time
+from collections.abc import AsyncGenerator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from aiogram import Bot
+from aiogram.client.session.base import BaseSession
+from aiogram.methods import GetFile, SendMediaGroup, SendMessage, SendPhoto
+from aiogram.types import Chat, File, Message, Update
+from PIL import Image
+
+from src.common.errors import UserError
+from src.serve.bot import BotSettings, CartoonBot, RateLimiter, cartoonizer_engines, read_token
+from tests.conftest import run_module
+from tests.serve.conftest import PHOTOS
+
+TOKEN = "123456:TEST-token-for-offline-tests"
+
+
+class RecordingSession(BaseSession):
+    """Records every Bot API request and answers it; files are served from ``files``."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        super().__init__()
+        self.files = files
+        self.requests: list[Any] = []
+
+    async def make_request(self, bot: Bot, method: Any, timeout: int | None = None) -> Any:
+        self.requests.append(method)
+        if isinstance(method, GetFile):
+            data = self.files[method.file_id]
+            return File(
+                file_id=method.file_id,
+                file_unique_id=method.file_id,
+                file_size=len(data),
+                file_path=f"photos/{method.file_id}",
+            )
+        chat = Chat(id=int(getattr(method, "chat_id", 1)), type="private")
+        sent = Message(message_id=len(self.requests), date=datetime.now(), chat=chat)
+        if isinstance(method, SendMediaGroup):
+            return [sent for _ in method.media]
+        return sent
+
+    async def stream_content(
+        self,
+        url: str,
+        headers: dict[str, Any] | None = None,
+        timeout: int = 30,
+        chunk_size: int = 65536,
+        raise_for_status: bool = True,
+    ) -> AsyncGenerator[bytes, None]:
+        data = self.files[url.rsplit("/", 1)[-1]]
+        for start in range(0, len(data), chunk_size):
+            yield data[start : start + chunk_size]
+
+    async def close(self) -> None:
+        pass
+
+    def sent(self, kind: type) -> list[Any]:
+        return [r for r in self.requests if isinstance(r, kind)]
+
+    def texts(self) -> list[str]:
+        return [r.text for r in self.sent(SendMessage)]
+
+
+def photo_update(update_id: int, user: int, file_id: str, size: int, width: int = 384) -> dict:
+    return {
+        "update_id": update_id,
+        "message": {
+            "message_id": update_id,
+            "date": 0,
+            "chat": {"id": user, "type": "private"},
+            "from": {"id": user, "is_bot": False, "first_name": "Test"},
+            "photo": [
+                {
+                    "file_id": file_id,
+                    "file_unique_id": file_id,
+                    "width": width,
+                    "height": width,
+                    "file_size": size,
+                }
+            ],
+        },
+    }
+
+
+def document_update(update_id: int, user: int, file_id: str, size: int, mime: str) -> dict:
+    update = photo_update(update_id, user, file_id, size)
+    del update["message"]["photo"]
+    update["message"]["document"] = {
+        "file_id": file_id,
+        "file_unique_id": file_id,
+        "file_size": size,
+        "mime_type": mime,
+        "file_name": f"{file_id}.bin",
+    }
+    return update
+
+
+def text_update(update_id: int, user: int, text: str) -> dict:
+    update = photo_update(update_id, user, "x", 1)
+    del update["message"]["photo"]
+    update["message"]["text"] = text
+    if text.startswith("/"):
+        command = text.split()[0]
+        update["message"]["entities"] = [
+            {"type": "bot_command", "offset": 0, "length": len(command)}
+        ]
+    return update
+
+
+async def feed(cartoon_bot: CartoonBot, session: RecordingSession, *updates: dict) -> None:
+    """Feed ``updates`` to the bot's dispatcher concurrently, as polling with tasks does."""
+    bot = Bot(TOKEN, session=session)
+    dispatcher = cartoon_bot.dispatcher()
+    await asyncio.gather(
+        *(
+            dispatcher.feed_update(bot, Update.model_validate(u, context={"bot": bot}))
+            for u in updates
+        )
+    )
+
+
+def decoded(upload: Any) -> Image.Image:
+    image = Image.open(io.BytesIO(upload.data))
+    image.load()
+    return image
+
+
+@pytest.fixture
+def files() -> dict[str, bytes]:
+    return {
+        "astronaut": (PHOTOS / "astronaut.jpg").read_bytes(),
+        "two_faces": (PHOTOS / "two_faces.jpg").read_bytes(),
+        "notimage": b"%PDF-1.4 definitely not a picture",
+    }
+
+
+@pytest.fixture
+def identity_bot(identity_generator: Path) -> CartoonBot:
+    settings = BotSettings(models={"identity": str(identity_generator)})
+    return CartoonBot(settings, cartoonizer_engines(settings))
+
+
+def test_a_photo_is_answered_with_a_cartoon(identity_bot: CartoonBot, files: dict) -> None:
+    session = RecordingSession(files)
+    asyncio.run(feed(identity_bot, session, photo_update(1, 7, "astronaut", 30_000)))
+    (sent,) = session.sent(SendPhoto)
+    assert sent.chat_id == 7
+    assert decoded(sent.photo).size == (256, 256)
+
+
+def test_two_faces_come_back_as_an_album(identity_bot: CartoonBot, files: dict) -> None:
+    session = RecordingSession(files)
+    asyncio.run(feed(identity_bot, session, photo_update(1, 7, "two_faces", 60_000, 712)))
+    (album,) = session.sent(SendMediaGroup)
+    assert len(album.media) == 2
+    assert all(decoded(item.media).size == (256, 256) for item in album.media)
+
+
+def test_no_face_and_not_an_image(identity_bot: CartoonBot, files: dict) -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (200, 150), (120, 160, 200)).save(buffer, format="PNG")
+    files["sky"] = buffer.getvalue()
+    session = RecordingSession(files)
+    asyncio.run(
+        feed(
+            identity_bot,
+            session,
+            document_update(1, 7, "sky", len(files["sky"]), "image/png"),
+            document_update(2, 8, "notimage", 40, "application/pdf"),
+            document_update(3, 9, "notimage", 40, "image/jpeg"),
+        )
+    )
+    texts = session.texts()
+    assert any("no face" in t for t in texts)
+    assert any("not an image" in t for t in texts)
+    assert any("not an image I can read" in t for t in texts)
+    assert not session.sent(SendPhoto)
+
+
+def test_too_large_is_refused_before_downloading(identity_bot: CartoonBot, files: dict) -> None:
+    session = RecordingSession(files)
+    asyncio.run(
+        feed(
+            identity_bot,
+            session,
+            photo_update(1, 7, "astronaut", 25 * 2**20),
+            photo_update(2, 8, "astronaut", 30_000, width=10_000),
+        )
+    )
+    assert not session.sent(GetFile), "nothing was downloaded"
+    texts = session.texts()
+    assert any("the limit is 20 MB" in t for t in texts)
+    assert any("megapixels" in t for t in texts)
+
+
+def test_pixel_limit_is_checked_from_the_header(identity_bot: CartoonBot, files: dict) -> None:
+    identity_bot.settings.max_pixels = 100_000
+    session = RecordingSession(files)
+    asyncio.run(
+        feed(identity_bot, session, document_update(1, 7, "two_faces", 65_000, "image/jpeg"))
+    )
+    assert "megapixels" in session.texts()[0] and not session.sent(SendPhoto)
+
+
+class SlowEngine:
+    """Counts how many inferences run at once."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running = 0
+        self.peak = 0
+        self.calls = 0
+
+    def __call__(self, photo: np.ndarray) -> tuple[list[np.ndarray], list[str]]:
+        with self.lock:
+            self.running += 1
+            self.calls += 1
+            self.peak = max(self.peak, self.running)
+        time.sleep(0.1)
+        with self.lock:
+            self.running -= 1
+        return [np.zeros((16, 16, 3), np.uint8)], []
+
+
+def test_many_users_at_once_respect_the_semaphore_and_the_queue(files: dict) -> None:
+    engine = SlowEngine()
+    settings = BotSettings(models={"slow": "-"}, max_concurrent=2, max_queue=3)
+    cartoon_bot = CartoonBot(settings, lambda name: engine)
+    session = RecordingSession(files)
+    updates = [photo_update(i, 100 + i, "astronaut", 30_000) for i in range(8)]
+    asyncio.run(feed(cartoon_bot, session, *updates))
+    assert engine.peak == 2
+    assert engine.calls == 5 and len(session.sent(SendPhoto)) == 5
+    assert sum("busy" in t for t in session.texts()) == 3
+
+
+def test_rate_limit_per_user(files: dict) -> None:
+    engine = SlowEngine()
+    settings = BotSettings(models={"slow": "-"}, rate_limit=2, rate_window_s=60)
+    session = RecordingSession(files)
+    cartoon_bot = CartoonBot(settings, lambda name: engine)
+    asyncio.run(
+        feed(cartoon_bot, session, *(photo_update(i, 5, "astronaut", 30_000) for i in range(3)))
+    )
+    asyncio.run(feed(cartoon_bot, session, photo_update(9, 6, "astronaut", 30_000)))
+    assert engine.calls == 3
+    assert sum("Slow down" in t for t in session.texts()) == 1
+    clock = [0.0]
+    limiter = RateLimiter(1, 10, clock=lambda: clock[0])
+    assert limiter.wait_time(1) == 0 and limiter.wait_time(1) == 10
+    clock[0] = 10.0
+    assert limiter.wait_time(1) == 0
+
+
+def test_commands_allowlist_and_a_failing_update(files: dict) -> None:
+    def broken(photo: np.ndarray) -> tuple[list[np.ndarray], list[str]]:
+        raise RuntimeError("generator exploded")
+
+    settings = BotSettings(models={"a": "-", "b": "-"}, allowlist=frozenset({5}))
+    cartoon_bot = CartoonBot(settings, lambda name: broken)
+    session = RecordingSession(files)
+
+    async def scenario() -> None:
+        await feed(
+            cartoon_bot,
+            session,
+            text_update(1, 5, "/start"),
+            text_update(2, 5, "/model b"),
+            text_update(3, 6, "/start"),
+        )
+        await feed(cartoon_bot, session, photo_update(4, 5, "astronaut", 30_000))
+        await feed(cartoon_bot, session, text_update(5, 5, "/model"))
+
+    asyncio.run(scenario())
+    texts = session.texts()
+    assert texts[0].startswith("Hi!") or texts[1].startswith("Hi!")
+    assert "Now using b." in texts
+    assert "Sorry, this bot is private." in texts
+    assert any("something went wrong" in t for t in texts), "the failure was answered"
+    assert "Yours: b" in texts[-1], "the bot kept going after the failure"
+    assert cartoon_bot.pending == 0
+
+
+def test_token_is_required_and_never_echoed() -> None:
+    with pytest.raises(UserError, match="BOT_TOKEN is not set"):
+        read_token({})
+    with pytest.raises(UserError) as bad:
+        read_token({"BOT_TOKEN": "secret-value-without-colon"})
+    assert "secret-value" not in str(bad.value)
+    assert read_token({"BOT_TOKEN": TOKEN}) == TOKEN
+
+
+@pytest.mark.slow
+def test_startup_without_token_is_a_clear_error(tmp_path: Path) -> None:
+    result = run_module("src.serve.bot", f"paths.root_dir={tmp_path}", env={"BOT_TOKEN": ""})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: BOT_TOKEN is not set")
