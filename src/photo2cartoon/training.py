@@ -1,0 +1,324 @@
+"""The U-GAT-IT / photo2cartoon training loop as a LightningModule (manual optimisation).
+
+Each iteration updates the four critics (global and local, for A and B) on real images and
+detached translations, then both generators on LSGAN, cycle, identity, CAM and (optionally)
+face-ID losses, and clips every ``rho`` and ``w`` into [0, 1]. Learning rates stay constant for
+the first half of ``iterations`` and fall linearly to 0 over the second half.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from src.common.visual import log_image_grid
+from src.photo2cartoon.faceid import FaceIdLoss
+from src.photo2cartoon.networks import Discriminator, Generator, clip_rho_and_w
+
+# Reference defaults by model kind: generator width and cycle weight.
+DEFAULT_NGF = {"ugatit": 64, "photo2cartoon": 32}
+DEFAULT_CYCLE_WEIGHT = {"ugatit": 10.0, "photo2cartoon": 50.0}
+CRITICS = ("dis_ga", "dis_la", "dis_gb", "dis_lb")
+
+
+@dataclass
+class LossWeights:
+    """Weights of the generator's loss terms (the critics' loss is weighted by ``adv``)."""
+
+    adv: float = 1.0
+    cycle: float = 10.0
+    identity: float = 10.0
+    cam: float = 1000.0
+    faceid: float = 1.0
+
+
+class LinearDecay:
+    """LR factor: 1 for the first half of ``iterations``, then linearly down to 0 at the end."""
+
+    def __init__(self, iterations: int, decay: bool = True) -> None:
+        self.iterations = iterations
+        self.half = iterations // 2
+        self.decay = decay
+
+    def __call__(self, done: int) -> float:
+        if not self.decay or done < self.half:
+            return 1.0
+        return max(0.0, (self.iterations - done) / max(1, self.iterations - self.half))
+
+
+def jet(values: torch.Tensor) -> torch.Tensor:
+    """A blue-cyan-yellow-red colour ramp of ``N x 1 x H x W`` values in [0, 1], RGB in [0, 1]."""
+    channels = [(1.5 - (4 * values - centre).abs()).clamp(0, 1) for centre in (3.0, 2.0, 1.0)]
+    return torch.cat(channels, dim=1)
+
+
+def heatmap_overlay(images: torch.Tensor, heatmap: torch.Tensor) -> torch.Tensor:
+    """``images`` (in [-1, 1]) half-blended with their CAM ``heatmap``, normalised per image."""
+    low = heatmap.amin(dim=(1, 2, 3), keepdim=True)
+    high = heatmap.amax(dim=(1, 2, 3), keepdim=True)
+    scaled = (heatmap - low) / (high - low).clamp_min(1e-8)
+    scaled = F.interpolate(scaled, size=images.shape[2:], mode="bilinear", align_corners=False)
+    return 0.5 * images + 0.5 * (jet(scaled) * 2 - 1)
+
+
+def _lsgan(logits: torch.Tensor, target: float) -> torch.Tensor:
+    return F.mse_loss(logits, torch.full_like(logits, target))
+
+
+def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+
+class Photo2CartoonTraining(L.LightningModule):
+    """Two generators (A->B, B->A) and four CAM critics, trained as U-GAT-IT / photo2cartoon.
+
+    ``generator`` holds :class:`Generator` arguments (``kind``, ``ngf``, ``img_size``, ``light``,
+    ``n_res``); ``faceid_weights`` is the MobileFaceNet file, or None to train without the
+    face-ID loss (one warning when its weight is not 0).
+    """
+
+    def __init__(
+        self,
+        *,
+        generator: dict[str, Any],
+        ndf: int,
+        global_layers: int = 7,
+        local_layers: int = 5,
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.5, 0.999),
+        weight_decay: float = 1e-4,
+        iterations: int = 1_000_000,
+        decay: bool = True,
+        weights: dict[str, float] | None = None,
+        faceid_weights: str | None = None,
+        sample_every: int = 1000,
+        sample_count: int = 5,
+        png_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.generator_config = dict(generator)
+        self.gen_a2b = Generator(**generator)
+        self.gen_b2a = Generator(**generator)
+        self.dis_ga = Discriminator(3, ndf, global_layers)
+        self.dis_gb = Discriminator(3, ndf, global_layers)
+        self.dis_la = Discriminator(3, ndf, local_layers)
+        self.dis_lb = Discriminator(3, ndf, local_layers)
+        self.weights = LossWeights(**(weights or {}))
+        self.faceid: FaceIdLoss | None = None
+        if self.weights.faceid > 0:
+            if faceid_weights:
+                self.faceid = FaceIdLoss(faceid_weights)
+            else:
+                warnings.warn(
+                    "photo2cartoon: no faceid_weights (MobileFaceNet) set, so the face-ID loss "
+                    "is off; set faceid_weights=<model_mobilefacenet.pth> to use it",
+                    stacklevel=2,
+                )
+        self.iterations = iterations
+        self.sample_every = sample_every
+        self.sample_count = sample_count
+        self.png_dir = png_dir
+        self.samples: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    # The face-ID network is frozen and loaded from its own file: keep it out of checkpoints.
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """The module's state without the frozen face-recognition network."""
+        state = super().state_dict(*args, **kwargs)
+        return {k: v for k, v in state.items() if not k.startswith("faceid.")}
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        """Load a checkpoint written by :meth:`state_dict` (face-ID weights come from file)."""
+        return super().load_state_dict(
+            state_dict, strict=strict and self.faceid is None, assign=assign
+        )
+
+    @property
+    def iteration(self) -> int:
+        """Finished training iterations (each takes one D step and one G step)."""
+        return self.trainer.global_step // 2 if self._trainer is not None else 0
+
+    def configure_optimizers(self) -> Any:
+        """Adam for both generators and for the four critics, with the linear-decay schedule."""
+        hp = self.hparams
+        generators = itertools.chain(self.gen_a2b.parameters(), self.gen_b2a.parameters())
+        critics = itertools.chain(*(getattr(self, name).parameters() for name in CRITICS))
+        options = {"lr": hp.lr, "betas": tuple(hp.betas), "weight_decay": hp.weight_decay}
+        opt_g = torch.optim.Adam(generators, **options)
+        opt_d = torch.optim.Adam(critics, **options)
+        decay = LinearDecay(hp.iterations, hp.decay)
+        schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, decay) for opt in (opt_g, opt_d)]
+        return [opt_g, opt_d], [{"scheduler": s, "interval": "step"} for s in schedulers]
+
+    def _critic_losses(
+        self, critic: nn.Module, images: torch.Tensor, target: float
+    ) -> torch.Tensor:
+        logits, cam_logits, _ = critic(images)
+        return _lsgan(logits, target) + _lsgan(cam_logits, target)
+
+    def discriminator_loss(
+        self,
+        real_a: torch.Tensor,
+        real_b: torch.Tensor,
+        fake_a: torch.Tensor,
+        fake_b: torch.Tensor,
+    ) -> torch.Tensor:
+        """LSGAN loss of the four critics: reals to 1, (detached) translations to 0."""
+        total = real_a.new_zeros(())
+        for critic, real, fake in (
+            (self.dis_ga, real_a, fake_a),
+            (self.dis_la, real_a, fake_a),
+            (self.dis_gb, real_b, fake_b),
+            (self.dis_lb, real_b, fake_b),
+        ):
+            total = total + self._critic_losses(critic, real, 1.0)
+            total = total + self._critic_losses(critic, fake, 0.0)
+        return self.weights.adv * total
+
+    def generator_losses(
+        self, real_a: torch.Tensor, real_b: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Every generator loss term (unweighted) and the weighted ``total``."""
+        fake_a2b, cam_a2b, _ = self.gen_a2b.forward_with_attention(real_a)
+        fake_b2a, cam_b2a, _ = self.gen_b2a.forward_with_attention(real_b)
+        fake_a2b2a = self.gen_b2a(fake_a2b)
+        fake_b2a2b = self.gen_a2b(fake_b2a)
+        fake_a2a, cam_a2a, _ = self.gen_b2a.forward_with_attention(real_a)
+        fake_b2b, cam_b2b, _ = self.gen_a2b.forward_with_attention(real_b)
+        adv = real_a.new_zeros(())
+        for critic, fake in (
+            (self.dis_ga, fake_b2a),
+            (self.dis_la, fake_b2a),
+            (self.dis_gb, fake_a2b),
+            (self.dis_lb, fake_a2b),
+        ):
+            adv = adv + self._critic_losses(critic, fake, 1.0)
+        losses = {
+            "adv": adv,
+            "cycle": F.l1_loss(fake_a2b2a, real_a) + F.l1_loss(fake_b2a2b, real_b),
+            "identity": F.l1_loss(fake_a2a, real_a) + F.l1_loss(fake_b2b, real_b),
+            # The translated domain's input counts as "other domain" (1), identity input as 0.
+            "cam": _bce(cam_b2a, 1.0)
+            + _bce(cam_a2a, 0.0)
+            + _bce(cam_a2b, 1.0)
+            + _bce(cam_b2b, 0.0),
+        }
+        if self.faceid is not None:
+            losses["faceid"] = self.faceid(real_a, fake_a2b) + self.faceid(real_b, fake_b2a)
+        w = asdict(self.weights)
+        losses["total"] = sum(w[name] * value for name, value in losses.items())
+        return losses
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """One D step, one G step, the clippers and the schedulers."""
+        real_a, real_b = batch["A"], batch["B"]
+        opt_g, opt_d = self.optimizers()
+        sched_g, sched_d = self.lr_schedulers()
+
+        with torch.no_grad():
+            fake_b, fake_a = self.gen_a2b(real_a), self.gen_b2a(real_b)
+        self.toggle_optimizer(opt_d)
+        d_loss = self.discriminator_loss(real_a, real_b, fake_a, fake_b)
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(d_loss)
+        opt_d.step()
+        self.untoggle_optimizer(opt_d)
+
+        self.toggle_optimizer(opt_g)
+        losses = self.generator_losses(real_a, real_b)
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(losses["total"])
+        opt_g.step()
+        self.untoggle_optimizer(opt_g)
+        clip_rho_and_w(self.gen_a2b)
+        clip_rho_and_w(self.gen_b2a)
+        sched_g.step()
+        sched_d.step()
+
+        logs = {f"loss/g_{name}": value.detach() for name, value in losses.items()}
+        logs["loss/d_total"] = d_loss.detach()
+        logs["lr"] = torch.tensor(opt_g.param_groups[0]["lr"])
+        logs.update(self.norm_statistics())
+        self.log_dict(logs, prog_bar=False)
+        self.log("g", losses["total"].detach(), prog_bar=True, logger=False)
+        self.log("d", d_loss.detach(), prog_bar=True, logger=False)
+
+    def norm_statistics(self) -> dict[str, torch.Tensor]:
+        """Mean, min and max of every ``rho`` and Soft-AdaLIN ``w`` of the A->B generator."""
+        stats = {}
+        for label, suffixes in (("rho", ("rho",)), ("w", ("w_gamma", "w_beta"))):
+            values = [
+                p.detach().flatten()
+                for name, p in self.gen_a2b.named_parameters()
+                if name.rsplit(".", 1)[-1] in suffixes
+            ]
+            if values:
+                flat = torch.cat(values)
+                stats.update(
+                    {
+                        f"{label}/mean": flat.mean(),
+                        f"{label}/min": flat.min(),
+                        f"{label}/max": flat.max(),
+                    }
+                )
+        return stats
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Log a sample grid every ``sample_every`` iterations and at the last one."""
+        done = self.iteration
+        if self.sample_every > 0 and (done % self.sample_every == 0 or done >= self.iterations):
+            self.log_samples()
+
+    def fixed_samples(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``sample_count`` validation (else training) images of each domain."""
+        if self.samples is None:
+            datamodule = self.trainer.datamodule
+            dataset = datamodule.val_set if datamodule.val_set is not None else datamodule.train_set
+            count = min(self.sample_count, len(dataset))
+            items = [dataset[i] for i in range(count)]
+            self.samples = (
+                torch.stack([item["A"] for item in items]),
+                torch.stack([item["B"] for item in items]),
+            )
+        return self.samples
+
+    @torch.no_grad()
+    def sample_grid(self, real_a: torch.Tensor, real_b: torch.Tensor) -> torch.Tensor:
+        """Rows: A, CAM of A->B on A, A->B, A->B->A, then the same for B (columns: samples).
+
+        Runs under ``no_grad`` in eval mode (the reference kept graphs alive here and ran out of
+        memory) and restores the generators' mode.
+        """
+        was_training = self.gen_a2b.training
+        self.gen_a2b.eval()
+        self.gen_b2a.eval()
+        rows = []
+        try:
+            for real, forward, back in (
+                (real_a, self.gen_a2b, self.gen_b2a),
+                (real_b, self.gen_b2a, self.gen_a2b),
+            ):
+                fake, _, heatmap = forward.forward_with_attention(real)
+                rows += [real, heatmap_overlay(real, heatmap), fake, back(fake)]
+        finally:
+            self.gen_a2b.train(was_training)
+            self.gen_b2a.train(was_training)
+        return torch.cat(rows).clamp(-1, 1)
+
+    def log_samples(self) -> None:
+        """Write the sample grid to TensorBoard and ``png_dir`` (rank 0 only)."""
+        if not self.trainer.is_global_zero:
+            return
+        real_a, real_b = (t.to(self.device) for t in self.fixed_samples())
+        grid = self.sample_grid(real_a, real_b)
+        png_dir = os.fspath(self.png_dir) if self.png_dir else None
+        log_image_grid(self.logger, "samples", grid, self.iteration, png_dir, nrow=len(real_a))
