@@ -20,7 +20,8 @@ so G receives gradients through D's augmented view. Random numbers come from tor
 generator, which the trainer saves and restores for exact resume.
 
 :class:`AdaController` adapts ``p`` from the overfitting heuristic ``r_t = E[sign(D(real))]``.
-:func:`augment_grid` draws a picture of what the pipe does to a few images.
+:func:`augment_grid` draws a picture of what the pipe does to a few images;
+``python -m src.stylegan3.augment_preview out=augment.png p=0.5`` draws every op on toy faces.
 """
 
 from __future__ import annotations
@@ -143,7 +144,9 @@ class AugmentPipe(nn.Module):
         for name, value in strengths.items():
             (self.strengths if name in OPS else self.magnitudes)[name] = float(value)
         self.register_buffer("p", torch.zeros([]))
-        self.register_buffer("luma_axis", torch.tensor([1.0, 1.0, 1.0, 0.0]) / SQRT3)
+        self.register_buffer(
+            "luma_axis", torch.tensor([1.0, 1.0, 1.0, 0.0]) / SQRT3, persistent=False
+        )
         self.register_buffer("lowpass", torch.tensor(LOWPASS) / sum(LOWPASS), persistent=False)
 
     def extra_repr(self) -> str:

@@ -154,3 +154,15 @@ def test_augment_grid_shows_each_input_and_its_augmentations() -> None:
     pipe.p.fill_(0.5)
     picture = augment_grid(smooth_images(3), pipe, repeats=4)
     assert picture.size == (5 * 16 + 6 * 2, 3 * 16 + 4 * 2)
+
+
+def test_preview_draws_every_op_and_the_preset(tmp_path) -> None:
+    from PIL import Image
+
+    from src.stylegan3.augment_preview import parse_args, preview
+
+    out = preview(parse_args([f"out={tmp_path / 'a.png'}", "p=0.3", "size=32", "repeats=2"]))
+    rows = len(PRESETS["bgc"]) + 3
+    assert Image.open(out).size[1] > rows * 32
+    with pytest.raises(UserError, match="unexpected argument 'q=1'"):
+        parse_args(["out=x.png", "q=1"])
