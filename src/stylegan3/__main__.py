@@ -104,6 +104,11 @@ def metrics_callback(options: Any, cache_dir: Path) -> Any:
         return None
     from src.stylegan3.metrics import training_metrics
 
+    inception = options.metrics_kwargs.get("inception")
+    if inception and not Path(inception).is_file():
+        # Found now rather than at the first snapshot, hours into training.
+        raise UserError(f"metrics_kwargs.inception: {inception} does not exist; fix the path")
+
     return training_metrics(options, cache_dir)
 
 
