@@ -199,28 +199,33 @@ def init_networks_from(
         load_state_dict_checked(networks[kind], loaded[kind].state_dict(), f"{path} ({kind})")
 
 
-def fp16_resolution_layers(G: Generator, D: Discriminator) -> list[nn.Module]:
-    """The layers the reference runs in float16: G layers whose sampling rate times
-    ``2**num_fp16_res`` exceeds the output size, D blocks at or above its fp16 resolution."""
-    layers: list[nn.Module] = []
+def fp16_generator_layers(G: Generator) -> list[nn.Module]:
+    """G's synthesis layers the reference runs in float16: those whose sampling rate times
+    ``2**num_fp16_res`` exceeds the output resolution."""
     synthesis = G.synthesis
-    for spec, name in zip(synthesis.specs, synthesis.layer_names, strict=True):
-        if spec.sampling_rate * 2**synthesis.num_fp16_res > synthesis.img_resolution:
-            layers.append(getattr(synthesis, name))
-    log2_res = int(math.log2(D.img_resolution))
-    fp16_res = max(2 ** (log2_res + 1 - D.num_fp16_res), 8)
-    layers += [getattr(D, f"b{res}") for res in D.block_resolutions if res >= fp16_res]
-    return layers
+    return [
+        getattr(synthesis, name)
+        for spec, name in zip(synthesis.specs, synthesis.layer_names, strict=True)
+        if spec.sampling_rate * 2**synthesis.num_fp16_res > synthesis.img_resolution
+    ]
+
+
+def fp16_discriminator_blocks(D: Discriminator) -> list[nn.Module]:
+    """D's blocks the reference runs in float16: the ``num_fp16_res`` highest resolutions
+    (never below 8 px)."""
+    fp16_res = max(2 ** (int(math.log2(D.img_resolution)) + 1 - D.num_fp16_res), 8)
+    return [getattr(D, f"b{res}") for res in D.block_resolutions if res >= fp16_res]
 
 
 def run_in_fp16(module: nn.Module) -> None:
-    """Make ``module.forward`` run under CUDA float16 autocast (the state dict is unchanged)."""
+    """Make ``module.forward`` run under CUDA float16 autocast and hand float32 on, as the
+    reference casts between fp16 and fp32 layers (the state dict is unchanged)."""
     forward = module.forward
 
     @functools.wraps(forward)
     def autocast_forward(*args: Any, **kwargs: Any) -> Any:
         with torch.autocast("cuda", dtype=torch.float16):
-            return forward(*args, **kwargs)
+            return forward(*args, **kwargs).float()
 
     module.forward = autocast_forward
 
@@ -243,7 +248,10 @@ class StyleGAN3Training(L.LightningModule):
         self.D_config = options.D_kwargs
         self.G = build_network("G", self.G_config)
         self.D = build_network("D", self.D_config)
-        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        # Mode does not matter to these networks (no dropout or batch norm); G_ema is never
+        # trained, only averaged.
+        self.G_ema = copy.deepcopy(self.G).requires_grad_(False)
+        self._fp16_enabled = False
         if options.init_from:
             init_networks_from(
                 options.init_from,
@@ -304,9 +312,18 @@ class StyleGAN3Training(L.LightningModule):
             raise UserError(
                 f"batch ({self.options.batch}) must divide by the {self.world_size} devices"
             )
-        if self.device.type == "cuda":
-            for layer in fp16_resolution_layers(self.G, self.D):
+
+    def on_fit_start(self) -> None:
+        # Mixed precision as the architecture prescribes, on CUDA only (CPU runs float32).
+        if self.device.type == "cuda" and not self._fp16_enabled:
+            layers = [
+                *fp16_generator_layers(self.G),
+                *fp16_generator_layers(self.G_ema),
+                *fp16_discriminator_blocks(self.D),
+            ]
+            for layer in layers:
                 run_in_fp16(layer)
+            self._fp16_enabled = True
 
     def configure_callbacks(self) -> list[L.Callback]:
         return list(self.extra_callbacks)
@@ -439,7 +456,7 @@ class StyleGAN3Training(L.LightningModule):
         shown = {"kimg", "sec_per_kimg", "p", "loss_G", "loss_D"}
         for name, value in values.items():
             self.log(f"train/{name}", value, prog_bar=name in shown)
-        if self.ada is not None:
+        if self.ada is not None and math.isfinite(self.ada.rt):
             self.log("train/ada_rt", float(self.ada.rt))
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:

@@ -25,7 +25,11 @@ from src.stylegan3.losses import (
     r1_penalty,
     update_ema,
 )
-from src.stylegan3.training import StyleGAN3Training
+from src.stylegan3.training import (
+    StyleGAN3Training,
+    fp16_discriminator_blocks,
+    fp16_generator_layers,
+)
 from tests.stylegan3.test_legacy import Stubs, persistent_tree
 from tests.stylegan3.training_helpers import (
     BATCH,
@@ -302,3 +306,24 @@ def test_snapshots_measure_fid_and_keep_the_best_checkpoint(tmp_path: Path) -> N
     best = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", weights_only=False)
     assert best["stylegan3"]["metrics"]["fid"] == module.best_fid
     assert list((tmp_path / "run" / "cache").glob("real-*.pt")), "real statistics not cached"
+
+
+def test_fp16_layers_follow_num_fp16_res(tmp_path: Path) -> None:
+    module = build(tiny_options(write_images(tmp_path / "data")))
+    g_layers = fp16_generator_layers(module.G)
+    synthesis = module.G.synthesis
+    # num_fp16_res 4 at 16 px: every layer sampled above 16 / 2**4 = 1 px.
+    assert len(g_layers) == len(synthesis.layer_names)
+    synthesis.num_fp16_res = 0
+    assert fp16_generator_layers(module.G) == []
+    assert fp16_discriminator_blocks(module.D) == [module.D.b16, module.D.b8]
+    module.D.num_fp16_res = 0
+    assert fp16_discriminator_blocks(module.D) == []
+
+
+@pytest.mark.cuda
+def test_one_cuda_step_with_fp16_layers(tmp_path: Path) -> None:
+    module = build(tiny_options(write_images(tmp_path / "data"), kimg=BATCH / 1000))
+    fit(module, tmp_path / "run", accelerator="cuda")
+    assert module._fp16_enabled and module.cur_nimg == BATCH
+    assert all(torch.isfinite(p).all() for p in module.G_ema.parameters())
