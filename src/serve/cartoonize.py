@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
-from PIL import Image
+from PIL import Image, ImageOps
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -219,10 +219,8 @@ def make_sheet(rows: list[tuple[Image.Image, list[np.ndarray]]]) -> Image.Image:
     blank = Image.new("RGB", (SHEET_CELL, SHEET_CELL), (255, 255, 255))
     for photo, cartoons in rows:
         row = [photo, *(Image.fromarray(c) for c in cartoons)]
-        for image in row:
-            image = image.copy()
-            image.thumbnail((SHEET_CELL, SHEET_CELL))
-            cells.append(image)
+        # Scaled up or down to the cell: smoke-sized 32 px cartoons stay visible.
+        cells.extend(ImageOps.contain(image, (SHEET_CELL, SHEET_CELL)) for image in row)
         cells.extend([blank] * (columns - len(row)))
     return contact_sheet(cells, columns)
 
