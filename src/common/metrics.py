@@ -454,6 +454,7 @@ def compute_metrics(
     the smaller set's size. Runs under a forked RNG seeded with ``seed``: the caller's random
     streams are untouched and the result is reproducible.
     """
+    metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
     unknown = [m for m in metrics if m not in METRICS]
     if unknown or not metrics:
         raise UserError(f"metrics: {unknown or 'none'} unknown; choose from {', '.join(METRICS)}")
