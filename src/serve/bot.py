@@ -20,8 +20,8 @@ import os
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
 import hydra
 import numpy as np
@@ -71,7 +71,6 @@ class BotSettings:
     rate_window_s: float = 60.0
     max_faces: int = MAX_ALBUM
     min_face: int = 48
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def model_names(self) -> list[str]:
@@ -142,6 +141,11 @@ class CartoonBot:
     def __init__(self, settings: BotSettings, engine_for: Callable[[str], PhotoEngine]) -> None:
         if not settings.models:
             raise UserError("bot: no generators configured; set models.NAME=/path/generator.pt")
+        if settings.default_model and settings.default_model not in settings.models:
+            raise UserError(
+                f"bot.default_model={settings.default_model} is not among bot.models "
+                f"({', '.join(settings.model_names)}); fix one of them"
+            )
         self.settings = settings
         self.engine_for = engine_for
         self.engines: dict[str, PhotoEngine] = {}
@@ -321,13 +325,10 @@ def settings_from(cfg: DictConfig) -> BotSettings:
     assert isinstance(node, dict)
     models = {str(k): str(v) for k, v in (node.pop("models") or {}).items() if v}
     allowlist = frozenset(int(u) for u in node.pop("allowlist") or [])
-    known = set(BotSettings.__dataclass_fields__) - {"models", "allowlist", "extra"}
-    return BotSettings(
-        models=models,
-        allowlist=allowlist,
-        **{k: v for k, v in node.items() if k in known},
-        extra={k: v for k, v in node.items() if k not in known},
-    )
+    unknown = set(node) - set(BotSettings.__dataclass_fields__)
+    if unknown:
+        raise UserError(f"bot: unknown settings {sorted(unknown)}; see configs/bot.yaml")
+    return BotSettings(models=models, allowlist=allowlist, **node)
 
 
 def cartoonizer_engines(settings: BotSettings) -> Callable[[str], PhotoEngine]:

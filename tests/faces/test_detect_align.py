@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from PIL import Image
 
 from src.common.errors import UserError
-from src.common.toyfaces import landmarks, make_face, render
+from src.common.toyfaces import landmarks, make_face, render, write_toyfaces
 from src.faces import (
     Face,
     align_face,
@@ -175,3 +176,27 @@ def test_registry_and_model_file_errors(tmp_path: Path) -> None:
         require_model_file(tmp_path / "shape_predictor_68.dat", "dlib", "dlib.model")
     with pytest.raises(UserError, match="cascade_dir"):
         HaarDetector(cascade_dir=tmp_path)
+
+
+def test_landmarks_json_of_the_toyfaces_stage_aligns_exactly(tmp_path: Path) -> None:
+    write_toyfaces(
+        tmp_path,
+        seed=0,
+        size=64,
+        train_count=4,
+        test_count=1,
+        paired_count=2,
+        bad_fraction=0.0,
+        contact_sheet_pairs=0,
+        workers=1,
+        progress=False,
+    )
+    points = json.loads((tmp_path / "landmarks.json").read_text())
+    for name in ("trainA/000000.png", "trainA/000003.png", "paired/B/000001.png"):
+        marks = {k: tuple(v) for k, v in points[name].items()}
+        photo = np.asarray(Image.open(tmp_path / name).convert("RGB"))
+        aligned = align_face(photo, Face(box=(0, 0, 64, 64), landmarks=marks), 48, "ffhq")
+        eyes = aligned.to_crop(np.array([marks["left_eye"], marks["right_eye"]]))
+        # Toy mouths are centred below the eyes: the eyes land level and symmetric, exactly.
+        assert abs(eyes[0, 1] - eyes[1, 1]) < 1e-3
+        assert eyes[0, 0] + eyes[1, 0] == pytest.approx(48, abs=1e-3)

@@ -18,10 +18,19 @@ from aiogram import Bot
 from aiogram.client.session.base import BaseSession
 from aiogram.methods import GetFile, SendMediaGroup, SendMessage, SendPhoto
 from aiogram.types import Chat, File, Message, Update
+from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from src.common.errors import UserError
-from src.serve.bot import BotSettings, CartoonBot, RateLimiter, cartoonizer_engines, read_token
+from src.common.stage import CONFIG_DIR
+from src.serve.bot import (
+    BotSettings,
+    CartoonBot,
+    RateLimiter,
+    cartoonizer_engines,
+    read_token,
+    settings_from,
+)
 from tests.conftest import run_module
 from tests.serve.conftest import PHOTOS
 
@@ -301,6 +310,16 @@ def test_token_is_required_and_never_echoed() -> None:
         read_token({"BOT_TOKEN": "secret-value-without-colon"})
     assert "secret-value" not in str(bad.value)
     assert read_token({"BOT_TOKEN": TOKEN}) == TOKEN
+
+
+def test_settings_from_the_config_and_their_checks() -> None:
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("bot", ["bot.allowlist=[5,6]", "+bot.models.p2c=/m/p2c.pt"])
+    settings = settings_from(cfg)
+    assert settings.allowlist == {5, 6} and settings.model_names == ["p2c", "pix2pix"]
+    assert settings.max_download_bytes == 20 * 2**20
+    with pytest.raises(UserError, match="default_model=nope"):
+        CartoonBot(BotSettings(models={"a": "-"}, default_model="nope"), lambda name: None)
 
 
 @pytest.mark.slow
