@@ -15,7 +15,13 @@ from src.faces.detect import (
     register_detector,
     require_model_file,
 )
-from src.faces.masks import feather_mask, grabcut_foreground, paste, white_background
+from src.faces.masks import (
+    feather_mask,
+    foreground_mask,
+    grabcut_foreground,
+    paste,
+    white_background,
+)
 
 __all__ = [
     "TEMPLATES",
@@ -29,6 +35,7 @@ __all__ = [
     "detector_names",
     "feather_mask",
     "ffhq_matrix",
+    "foreground_mask",
     "grabcut_foreground",
     "make_detector",
     "paste",

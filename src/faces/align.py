@@ -47,6 +47,8 @@ class AlignedFace:
     matrix: np.ndarray
     template: str
     face: Face
+    # The person's 0..1 mask over the crop once its background was whitened (else None).
+    foreground: np.ndarray | None = None
 
     @property
     def size(self) -> int:

@@ -9,7 +9,7 @@ from PIL import Image
 
 from src.faces.align import AlignedFace, Template, align_face
 from src.faces.detect import Face, FaceDetector, to_rgb_array
-from src.faces.masks import Segmenter, crop_box, white_background
+from src.faces.masks import Segmenter, crop_box, foreground_mask, whiten
 
 
 @dataclass
@@ -73,6 +73,7 @@ def align_faces(
             continue
         crop = align_face(pixels, face, size, template)
         if white:
-            crop.image = white_background(crop.image, crop_box(crop), segmenter)
+            crop.foreground = foreground_mask(crop.image, crop_box(crop), segmenter)
+            crop.image = whiten(crop.image, crop.foreground)
         aligned.append(crop)
     return aligned, skipped

@@ -40,14 +40,20 @@ def paste(
     """``photo`` with ``crop`` (a processed ``aligned.image``) blended back in; and the mask used.
 
     ``crop`` may have another size than the aligned crop (a generator working at its own size).
+    A crop whose background was whitened is pasted only where its person is
+    (``aligned.foreground``), so no white square lands in the photo.
     """
     height, width = photo.shape[:2]
     to_crop = np.linalg.inv(aligned.matrix)
     scale = crop.shape[0] / aligned.size
     to_crop = np.diag([scale, scale, 1.0]) @ to_crop
     back = warp(crop, to_crop, (width, height), border=cv2.BORDER_REPLICATE)
+    crop_mask = feather_mask(crop.shape[0], feather)
+    if aligned.foreground is not None:
+        side = crop.shape[0]
+        crop_mask *= cv2.resize(aligned.foreground, (side, side), interpolation=cv2.INTER_LINEAR)
     mask = warp(
-        feather_mask(crop.shape[0], feather),
+        crop_mask,
         to_crop,
         (width, height),
         fill=0.0,
@@ -104,8 +110,22 @@ def white_background(
     segmenter: Segmenter | None = None,
 ) -> np.ndarray:
     """``image`` with everything but the person turned white (GrabCut unless ``segmenter``)."""
+    return whiten(image, foreground_mask(image, head_box, segmenter))
+
+
+def foreground_mask(
+    image: np.ndarray,
+    head_box: tuple[float, float, float, float],
+    segmenter: Segmenter | None = None,
+) -> np.ndarray:
+    """The person's 0..1 float mask: ``segmenter(image)``, or GrabCut from the head box."""
     mask = segmenter(image) if segmenter is not None else grabcut_foreground(image, head_box)
-    mask = np.clip(mask.astype(np.float32), 0.0, 1.0)[..., None]
+    return np.clip(mask.astype(np.float32), 0.0, 1.0)
+
+
+def whiten(image: np.ndarray, foreground: np.ndarray) -> np.ndarray:
+    """``image`` blended to white where ``foreground`` (0..1) is 0."""
+    mask = foreground[..., None]
     whitened = image.astype(np.float32) * mask + 255.0 * (1.0 - mask)
     return np.clip(np.rint(whitened), 0, 255).astype(np.uint8)
 

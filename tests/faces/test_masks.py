@@ -74,3 +74,17 @@ def test_a_user_segmenter_replaces_grabcut() -> None:
     mask[8:24, 8:24] = 1.0
     out = white_background(image, (8, 8, 16, 16), segmenter=lambda _: mask)
     assert (out[8:24, 8:24] == 100).all() and (out[:8] == 255).all()
+
+
+def test_whitened_crops_paste_back_only_the_person() -> None:
+    photo = np.asarray(Image.open(PHOTOS / "astronaut.jpg").convert("RGB"))
+    aligned, _ = crop_faces(photo, make_detector("haar"), 128, template="photo2cartoon", white=True)
+    face = aligned[0]
+    assert face.foreground is not None and face.foreground.shape == (128, 128)
+    assert (face.image[face.foreground < 0.01] >= 250).all(), "background whitened"
+    out, mask = paste(photo, face.image, face)
+    # The crop's white corners are not pasted: the photo stays as it was there.
+    corner = face.to_photo(np.array([[6.0, 6.0]]))[0].round().astype(int)
+    assert mask[corner[1], corner[0]] < 0.01
+    np.testing.assert_array_equal(out[corner[1], corner[0]], photo[corner[1], corner[0]])
+    assert mask.max() > 0.99
