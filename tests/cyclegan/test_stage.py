@@ -12,6 +12,7 @@ from PIL import Image
 from src.common.generators import load_generator
 from src.cyclegan.resnet import ResnetGenerator
 from src.cyclegan.translate import load_translator
+from src.pix2pix.export import export_generator, load_any_generator
 from tests.conftest import run_module
 
 pytestmark = pytest.mark.slow
@@ -75,3 +76,11 @@ def test_translate_command_writes_each_image_once(trained_stage: Path, tmp_path:
     )
     assert wrong.returncode == 2
     assert "translates AtoB, not BtoA" in wrong.stderr
+
+
+def test_exported_generator_goes_to_onnx_with_pix2pix_export(
+    trained_stage: Path, tmp_path: Path
+) -> None:
+    loaded = load_any_generator(trained_stage / "generator_AtoB.pt")
+    diff = export_generator(loaded, tmp_path / "g.onnx", "onnx")
+    assert diff is not None and diff <= 1e-4
