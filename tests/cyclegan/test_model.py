@@ -73,3 +73,16 @@ def test_lr_is_constant_then_decays_linearly_to_zero() -> None:
     assert seen[:4] == pytest.approx([2e-4] * 4)
     assert seen[4:] == pytest.approx([2e-4 * 3 / 4, 2e-4 * 2 / 4, 2e-4 * 1 / 4])
     assert [opt.param_groups[0]["lr"] for opt in optimizers] == pytest.approx([0.0, 0.0])
+
+
+def test_checkpoint_keeps_the_image_pools() -> None:
+    module = tiny_module("resnet_1blocks")
+    module.pool_a.query(torch.randn(2, 3, 8, 8))
+    module.pool_b.query(torch.randn(1, 3, 8, 8))
+    checkpoint: dict = {}
+    module.on_save_checkpoint(checkpoint)
+    resumed = tiny_module("resnet_1blocks")
+    resumed.on_load_checkpoint(checkpoint)
+    for before, after in ((module.pool_a, resumed.pool_a), (module.pool_b, resumed.pool_b)):
+        assert len(after) == len(before)
+        assert all(torch.equal(a, b) for a, b in zip(before.images, after.images, strict=True))
