@@ -80,6 +80,9 @@ def module_options(params: DictConfig) -> dict[str, Any]:
         "faceid_weights": p.get("faceid_weights") or None,
         "sample_every": int(p["sample_every"]),
         "sample_count": int(p["sample_count"]),
+        "metrics": tuple(p.get("metrics") or ()),
+        "metrics_every": int(p["metrics_every"]),
+        "inception": p.get("inception") or None,
     }
 
 
@@ -132,9 +135,20 @@ def train(ctx: StageContext) -> list[str]:
     from src.photo2cartoon.training import Photo2CartoonTraining
 
     options = module_options(ctx.params)
+    real_cartoons = Path(ctx.params.data.root) / "testB"
+    if options["metrics"] and not real_cartoons.is_dir():
+        raise UserError(
+            f"photo2cartoon.metrics: FID/KID compare with {real_cartoons}, which does not "
+            "exist; add testA/ and testB/ or set photo2cartoon.metrics=[]"
+        )
     ckpt = resume_checkpoint(ctx)
     datamodule = instantiate(ctx.params.data)
-    module = Photo2CartoonTraining(**options, png_dir=str(ctx.out_dir / "samples"))
+    module = Photo2CartoonTraining(
+        **options,
+        png_dir=str(ctx.out_dir / "samples"),
+        metrics_real=str(real_cartoons),
+        metrics_cache=str(ctx.run_dir / "cache" / "metrics"),
+    )
     init_from = ctx.params.get("init_from")
     if init_from and ckpt is None:
         initialise_from_release(module, str(init_from))

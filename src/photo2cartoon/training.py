@@ -17,6 +17,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from src.common.visual import log_image_grid
@@ -102,6 +103,11 @@ class Photo2CartoonTraining(L.LightningModule):
         sample_every: int = 1000,
         sample_count: int = 5,
         png_dir: str | None = None,
+        metrics: tuple[str, ...] = (),
+        metrics_every: int = 10000,
+        metrics_real: str | None = None,
+        metrics_cache: str | None = None,
+        inception: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -129,6 +135,12 @@ class Photo2CartoonTraining(L.LightningModule):
         self.sample_count = sample_count
         self.png_dir = png_dir
         self.samples: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.metrics = tuple(metrics)
+        self.metrics_every = metrics_every
+        self.metrics_real = metrics_real
+        self.metrics_cache = metrics_cache
+        self.inception = inception
+        self.extractor: nn.Module | None = None
 
     # The face-ID network is frozen and loaded from its own file: keep it out of checkpoints.
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -273,10 +285,56 @@ class Photo2CartoonTraining(L.LightningModule):
         return stats
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """Log a sample grid every ``sample_every`` iterations and at the last one."""
+        """Sample grid every ``sample_every`` iterations, FID/KID every ``metrics_every``, and
+        both at the last iteration."""
         done = self.iteration
         if self.sample_every > 0 and (done % self.sample_every == 0 or done >= self.iterations):
             self.log_samples()
+        if self.metrics and (done % self.metrics_every == 0 or done >= self.iterations):
+            self.log_metrics()
+
+    def log_metrics(self) -> dict[str, float]:
+        """FID/KID of every test photo's translation against the test cartoons (``testB``)."""
+        from src.common.metrics import build_extractor, compute_metrics
+
+        if self.extractor is None:
+            self.extractor = build_extractor(self.inception)
+        dataset = self.trainer.datamodule.val_set
+        if dataset is None or not self.metrics_real:
+            return {}
+        count = len(dataset.paths_a)
+
+        def translations() -> Any:
+            for start in range(0, count, 8):
+                batch = torch.stack([dataset[i]["A"] for i in range(start, min(count, start + 8))])
+                yield self.translate(batch.to(self.device))
+
+        result = compute_metrics(
+            translations(),
+            self.metrics_real,
+            metrics=self.metrics,
+            num=count,
+            extractor=self.extractor,
+            cache_dir=self.metrics_cache,
+            resolution=self.generator_config.get("img_size"),
+            device=self.device,
+            progress=False,
+        )
+        values = {k: float(result[k]) for k in (*self.metrics, "kid_std") if k in result}
+        self.log_dict({f"metrics/{k}": v for k, v in values.items()}, rank_zero_only=True)
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items())
+        rank_zero_info(f"photo2cartoon: iteration {self.iteration}: {shown} ({result.extractor})")
+        return values
+
+    @torch.no_grad()
+    def translate(self, images: torch.Tensor) -> torch.Tensor:
+        """A->B translations in eval mode (the generator's mode is restored)."""
+        was_training = self.gen_a2b.training
+        self.gen_a2b.eval()
+        try:
+            return self.gen_a2b(images)
+        finally:
+            self.gen_a2b.train(was_training)
 
     def fixed_samples(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The first ``sample_count`` validation (else training) images of each domain."""

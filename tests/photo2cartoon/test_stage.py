@@ -1,0 +1,116 @@
+"""The photo2cartoon stage end to end on tiny toy faces, and its one-line config errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from src.common.errors import UserError
+from src.common.generators import load_generator
+from src.common.toyfaces.writer import write_toyfaces
+from src.photo2cartoon.__main__ import module_options
+from tests.conftest import REPO_ROOT, run_module
+
+TINY = (
+    "photo2cartoon.model=ugatit",
+    "photo2cartoon.ngf=4",
+    "photo2cartoon.n_res=1",
+    "photo2cartoon.iterations=3",
+    "photo2cartoon.global_layers=5",
+    "photo2cartoon.local_layers=4",
+    "photo2cartoon.sample_every=2",
+    "photo2cartoon.sample_count=2",
+    "photo2cartoon.data.load_size=36",
+    "photo2cartoon.data.crop_size=32",
+    "photo2cartoon.data.num_workers=0",
+)
+
+
+@pytest.mark.slow
+def test_stage_trains_and_exports_a_loadable_generator(tmp_path: Path) -> None:
+    data = tmp_path / "toy"
+    write_toyfaces(
+        data,
+        seed=0,
+        size=32,
+        train_count=4,
+        test_count=4,
+        paired_count=0,
+        bad_fraction=0,
+        progress=False,
+    )
+    result = run_module(
+        "src.photo2cartoon",
+        f"paths.root_dir={tmp_path}",
+        f"photo2cartoon.data.root={data}",
+        "photo2cartoon.metrics=[fid,kid]",
+        "photo2cartoon.metrics_every=3",
+        *TINY,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    # FID/KID of the 4 test translations, with the stand-in extractor (no Inception weights).
+    assert "photo2cartoon: iteration 3: fid " in result.stderr + result.stdout
+    out = tmp_path / "runs" / "default" / "photo2cartoon"
+    done = json.loads((out / "done.json").read_text())
+    assert set(done["outputs"]) == {"generator.pt", "grid.png", "checkpoints/last.ckpt"}
+    bundle = load_generator(out / "generator.pt")
+    assert bundle.family == "photo2cartoon" and bundle.image_size == 32
+    assert bundle.module(torch.zeros(1, 3, 32, 32)).shape == (1, 3, 32, 32)
+    assert sorted(p.name for p in (out / "samples").glob("*.png")) == [
+        "samples_000002.png",
+        "samples_000003.png",
+    ]
+
+
+def _params(**changes: object) -> DictConfig:
+    """The stage's default parameters with ``changes`` (dotted keys) applied."""
+    params = OmegaConf.load(REPO_ROOT / "configs" / "photo2cartoon" / "default.yaml")
+    params.pop("defaults")
+    params.data.root = "faces"
+    for key, value in changes.items():
+        OmegaConf.update(params, key, value)
+    return params
+
+
+def test_defaults_are_the_reference_settings() -> None:
+    options = module_options(_params())
+    assert options["generator"] == {
+        "kind": "photo2cartoon",
+        "ngf": 32,
+        "img_size": 256,
+        "light": True,
+        "n_res": 4,
+    }
+    assert options["ndf"] == 32 and options["weights"]["cycle"] == 50
+    assert module_options(_params(model="ugatit"))["weights"]["cycle"] == 10
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"model": "cyclegan"}, "photo2cartoon.model"),
+        ({"data.crop_size": 40}, "divisible by 16"),
+        ({"data.crop_size": 32}, "photo2cartoon.global_layers (7) does not fit"),
+        ({"iterations": 0}, "at least 1"),
+    ],
+)
+def test_bad_settings_are_user_errors(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(UserError) as caught:
+        module_options(_params(**changes))
+    assert message in str(caught.value)
+
+
+def test_bad_settings_fail_with_one_line(tmp_path: Path) -> None:
+    result = run_module(
+        "src.photo2cartoon",
+        f"paths.root_dir={tmp_path}",
+        f"photo2cartoon.data.root={tmp_path}",
+        "photo2cartoon.data.crop_size=40",
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: photo2cartoon.data.crop_size")
+    assert "Traceback" not in result.stderr

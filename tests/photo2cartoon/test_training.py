@@ -1,0 +1,113 @@
+"""One Lightning training step of each model at 64 px, the lr schedule and the sample grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from src.photo2cartoon.training import LinearDecay, Photo2CartoonTraining, heatmap_overlay
+
+SIZE = 64
+
+
+class RandomUnpaired(Dataset):
+    """A few random A and B images in [-1, 1], shaped like UnpairedImageDataset's items."""
+
+    def __init__(self, count: int = 4) -> None:
+        generator = torch.Generator().manual_seed(0)
+        self.images = torch.rand(count, 2, 3, SIZE, SIZE, generator=generator) * 2 - 1
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"A": self.images[index, 0], "B": self.images[index, 1]}
+
+
+class RandomData(L.LightningDataModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.train_set = RandomUnpaired()
+        self.val_set = None
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_set, batch_size=1)
+
+
+def _module(kind: str, png_dir: Path | None = None, **kwargs: object) -> Photo2CartoonTraining:
+    return Photo2CartoonTraining(
+        generator={"kind": kind, "ngf": 4, "img_size": SIZE, "light": True, "n_res": 1},
+        ndf=4,
+        global_layers=6,
+        local_layers=5,
+        weights={"faceid": 0.0},
+        png_dir=str(png_dir) if png_dir else None,
+        **kwargs,
+    )
+
+
+def _fit(module: Photo2CartoonTraining, iterations: int) -> L.Trainer:
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=2 * iterations,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, datamodule=RandomData())
+    return trainer
+
+
+@pytest.mark.parametrize("kind", ["ugatit", "photo2cartoon"])
+def test_one_training_step_updates_all_networks_and_keeps_blends_clipped(
+    kind: str, tmp_path: Path
+) -> None:
+    torch.manual_seed(0)
+    module = _module(kind, tmp_path, lr=0.5, iterations=10, sample_every=1, sample_count=2)
+    before = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    trainer = _fit(module, iterations=1)
+    assert module.iteration == 1 and trainer.global_step == 2
+    after = module.state_dict()
+    for network in ("gen_a2b", "gen_b2a", "dis_ga", "dis_gb", "dis_la", "dis_lb"):
+        changed = [
+            k for k in before if k.startswith(network) and not torch.equal(before[k], after[k])
+        ]
+        assert changed, f"{network} did not change"
+    # lr 0.5 pushes the blends far outside [0, 1]; the clippers bring them back.
+    for name, value in after.items():
+        if name.endswith(("rho", "w_gamma", "w_beta")):
+            assert value.min() >= 0 and value.max() <= 1, name
+    assert torch.isfinite(torch.stack([v.float().sum() for v in after.values()])).all()
+    grid = sorted(tmp_path.glob("samples_*.png"))
+    assert [p.name for p in grid] == ["samples_000001.png"]
+
+
+def test_learning_rate_is_flat_then_falls_linearly_to_zero() -> None:
+    decay = LinearDecay(100)
+    assert [decay(i) for i in (0, 49)] == [1.0, 1.0]
+    assert decay(75) == pytest.approx(0.5)
+    assert decay(100) == 0.0
+    assert LinearDecay(100, decay=False)(99) == 1.0
+
+
+def test_schedulers_follow_the_iterations() -> None:
+    torch.manual_seed(0)
+    module = _module("ugatit", lr=1e-3, iterations=4, sample_every=0)
+    _fit(module, iterations=3)
+    opt_g, opt_d = module.optimizers()
+    # After 3 of 4 iterations: half way down the second half.
+    assert opt_g.param_groups[0]["lr"] == pytest.approx(0.5e-3)
+    assert opt_d.param_groups[0]["lr"] == pytest.approx(0.5e-3)
+
+
+def test_heatmap_overlay_keeps_images_in_range() -> None:
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    heatmap = torch.randn(2, 1, 8, 8) * 100
+    overlay = heatmap_overlay(images, heatmap)
+    assert overlay.shape == images.shape
+    assert overlay.min() >= -1 and overlay.max() <= 1
