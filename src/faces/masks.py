@@ -44,23 +44,34 @@ def paste(
     (``aligned.foreground``), so no white square lands in the photo.
     """
     height, width = photo.shape[:2]
-    to_crop = np.linalg.inv(aligned.matrix)
-    scale = crop.shape[0] / aligned.size
-    to_crop = np.diag([scale, scale, 1.0]) @ to_crop
-    back = warp(crop, to_crop, (width, height), border=cv2.BORDER_REPLICATE)
-    crop_mask = feather_mask(crop.shape[0], feather)
-    if aligned.foreground is not None:
-        side = crop.shape[0]
-        crop_mask *= cv2.resize(aligned.foreground, (side, side), interpolation=cv2.INTER_LINEAR)
-    mask = warp(
-        crop_mask,
-        to_crop,
-        (width, height),
-        fill=0.0,
-        interpolation=cv2.INTER_LINEAR,
+    side = crop.shape[0]
+    # Only the photo region the crop covers is resampled and blended.
+    corners = aligned.to_photo(
+        np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]) * aligned.size
     )
-    blended = photo.astype(np.float32) * (1.0 - mask[..., None]) + back * mask[..., None]
-    return np.clip(np.rint(blended), 0, 255).astype(np.uint8), mask
+    left, top = np.floor(corners.min(axis=0)).astype(int)
+    right, bottom = np.ceil(corners.max(axis=0)).astype(int)
+    left, top = max(0, left), max(0, top)
+    right, bottom = min(width, right), min(height, bottom)
+    mask = np.zeros((height, width), np.float32)
+    if right <= left or bottom <= top:
+        return photo.copy(), mask
+    region_to_photo = np.array([[1.0, 0.0, left], [0.0, 1.0, top], [0.0, 0.0, 1.0]])
+    to_crop = np.diag([side / aligned.size] * 2 + [1.0]) @ np.linalg.inv(aligned.matrix)
+    to_crop = to_crop @ region_to_photo
+    size = (right - left, bottom - top)
+    back = warp(crop, to_crop, size, border=cv2.BORDER_REPLICATE)
+    crop_mask = feather_mask(side, feather)
+    if aligned.foreground is not None:
+        crop_mask *= cv2.resize(aligned.foreground, (side, side), interpolation=cv2.INTER_LINEAR)
+    region_mask = warp(crop_mask, to_crop, size, fill=0.0, interpolation=cv2.INTER_LINEAR)
+    mask[top:bottom, left:right] = region_mask
+    region = photo[top:bottom, left:right].astype(np.float32)
+    weight = region_mask[..., None]
+    blended = region * (1.0 - weight) + back.astype(np.float32) * weight
+    out = photo.copy()
+    out[top:bottom, left:right] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    return out, mask
 
 
 def grabcut_foreground(
