@@ -459,11 +459,16 @@ class StyleGAN3Training(L.LightningModule):
         if self.ada is not None and math.isfinite(self.ada.rt):
             self.log("train/ada_rt", float(self.ada.rt))
 
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
+        if self.done:
+            # Resumed from the final checkpoint (e.g. killed while exporting): nothing to train.
+            self.trainer.should_stop = True
+            return -1
         if self._pending_rng is not None:
             self._restore_rng(self._pending_rng)
             self._pending_rng = None
         self._step_started = self._step_started or time.perf_counter()
+        return None
 
     def on_train_start(self) -> None:
         if self.cur_nimg == 0 and self._pending_rng is None:

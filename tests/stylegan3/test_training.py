@@ -327,3 +327,14 @@ def test_one_cuda_step_with_fp16_layers(tmp_path: Path) -> None:
     fit(module, tmp_path / "run", accelerator="cuda")
     assert module._fp16_enabled and module.cur_nimg == BATCH
     assert all(torch.isfinite(p).all() for p in module.G_ema.parameters())
+
+
+def test_resuming_a_finished_run_trains_no_further(tmp_path: Path) -> None:
+    options = tiny_options(write_images(tmp_path / "data"), kimg=BATCH / 1000)
+    finished = build(options)
+    fit(finished, tmp_path / "run")
+    again = build(options, init_seed=1)
+    fit(again, tmp_path / "run", ckpt_path=tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert again.cur_nimg == BATCH and again.iteration == 1
+    for key, value in finished.G.state_dict().items():
+        assert torch.equal(again.G.state_dict()[key], value), key
