@@ -206,3 +206,14 @@ def test_command_line_writes_the_dataset(clip: Path, tmp_path: Path) -> None:
     failed = run_module("src.cyclegan.frames", f"videos=[{tmp_path}/x.mp4]", f"out={tmp_path}")
     assert failed.returncode == 2
     assert failed.stderr.strip().splitlines()[-1].startswith("error: videos:")
+
+
+def test_truncated_video_keeps_the_frames_before_the_cut(clip: Path, tmp_path: Path) -> None:
+    data = clip.read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: len(data) * 6 // 10])
+    summary = build_frames([cut], tmp_path / "out", settings(), progress=False)
+    (result,) = summary.results
+    assert 0 < result.decoded < FRAME_COUNT
+    kept = [row["frame"] for row in manifest_rows(tmp_path / "out")]
+    assert kept == [*MOVING_1[::2], STATIC[0], *MOVING_2[::2]][: len(kept)]
