@@ -82,7 +82,9 @@ def test_each_layer_gets_its_own_weight_and_affine_policy(pair) -> None:
     base_state, tuned_state = base.state_dict(), tuned.state_dict()
     for index, name in enumerate(base.synthesis.layer_names):
         key = f"synthesis.{name}.weight"
-        expected = tuned_state[key] * weights[index + 1] + base_state[key] * (1 - weights[index + 1])
+        expected = tuned_state[key] * weights[index + 1] + base_state[key] * (
+            1 - weights[index + 1]
+        )
         assert torch.equal(blended[key], expected), key
         affine = f"synthesis.{name}.affine.weight"
         assert torch.equal(blended[affine], base_state[affine])
@@ -145,12 +147,13 @@ def test_bad_weights_are_clear_errors(pair, spec, message: str) -> None:
 def test_architecture_mismatch_names_the_first_difference(tmp_path: Path, pair) -> None:
     base, _ = pair
     wider = load_networks(write_tiny_checkpoint(tmp_path / "w.pt", channel_max=24))["G_ema"]
-    with pytest.raises(UserError, match=r"differ: mapping\.|differ: synthesis\.input\..* is \("):
+    message = r"differ: synthesis\.input\.weight is \(32, 32\) in the base, \(24, 24\) in the tuned"
+    with pytest.raises(UserError, match=message):
         blend_generators(base, wider, [0.5] * 5)
 
 
 def test_unrelated_generators_differ_in_fixed_buffers(tmp_path: Path, pair) -> None:
     base, _ = pair
     other = load_networks(write_tiny_checkpoint(tmp_path / "o.pt", seed=7))["G_ema"]
-    with pytest.raises(UserError, match="fixed buffer synthesis.input.freqs"):
+    with pytest.raises(UserError, match=r"fixed buffer synthesis\.input\.freqs;"):
         blend_generators(base, other, [0.5] * 5)
