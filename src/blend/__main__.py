@@ -27,7 +27,7 @@ from src.common.errors import UserError
 from src.common.fileio import sha256_file
 from src.common.images import save_image
 from src.common.stage import StageContext, run_stage
-from src.common.visual import contact_sheet, write_tensorboard_picture
+from src.common.visual import contact_sheet, enlarge_small, write_tensorboard_picture
 from src.stylegan3.generate import latents_for, parse_seeds, to_pil
 from src.stylegan3.legacy import load_networks, to_checkpoint
 
@@ -50,7 +50,7 @@ def preview_sheet(
         columns = [to_pil(net.synthesis(ws)) for net in (base, blended, tuned)]
     cells = [picture for row in zip(*columns, strict=True) for picture in row]
     captions = [f"{kind} {seed}" for seed in seeds for kind in ("base", "blend", "tuned")]
-    return contact_sheet(cells, columns=3, captions=captions)
+    return contact_sheet(enlarge_small(cells), columns=3, captions=captions)
 
 
 def print_weights(layers: list[BlendLayer], weights: list[float]) -> None:

@@ -98,3 +98,16 @@ def log_image_grid(
     safe_tag = tag.replace("/", "_")
     picture = Image.fromarray(grid.permute(1, 2, 0).numpy())
     return save_image(picture, Path(png_dir) / f"{safe_tag}_{step:06d}.png")
+
+
+def enlarge_small(images: Sequence[Image.Image], min_side: int = 64) -> list[Image.Image]:
+    """``images`` scaled up by a whole factor (nearest neighbour) until the smallest side is at
+    least ``min_side``, so tiny samples (smoke runs, 16-32 px) and their captions stay legible."""
+    smallest = min(min(im.size) for im in images)
+    factor = max(1, -(-min_side // smallest))
+    if factor == 1:
+        return list(images)
+    return [
+        im.resize((im.width * factor, im.height * factor), Image.Resampling.NEAREST)
+        for im in images
+    ]

@@ -20,7 +20,7 @@ from src.common.fileio import sha256_file
 from src.common.images import save_image
 from src.common.stage import StageContext, run_stage
 from src.common.training import make_trainer
-from src.common.visual import contact_sheet, write_tensorboard_picture
+from src.common.visual import contact_sheet, enlarge_small, write_tensorboard_picture
 from src.dataset_gen.module import PairGeneration
 from src.dataset_gen.pairs import MANIFEST, PairRenderer, finish_manifest, unique_seeds
 from src.stylegan3.generate import parse_seeds
@@ -45,7 +45,7 @@ def write_preview(out_dir: Path, rows: list[dict[str, Any]], log_dir: Path) -> N
             with Image.open(out_dir / row[key]) as picture:
                 cells.append(picture.convert("RGB"))
             captions.append(f"{key.upper()} {row['seed']}")
-    sheet = contact_sheet(cells, columns=4, captions=captions)
+    sheet = contact_sheet(enlarge_small(cells), columns=4, captions=captions)
     save_image(sheet, out_dir / PREVIEW)
     write_tensorboard_picture(log_dir, "dataset_gen/pairs", sheet)
 

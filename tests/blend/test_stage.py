@@ -92,3 +92,6 @@ def test_official_pickle_base_blends_with_our_fine_tune(tmp_path: Path, official
         for key, value in blended[kind].state_dict().items():
             assert torch.equal(value, expected[key]), key
     assert not (tmp_path / "marker.txt").exists()
+    with Image.open(Path(cfg.out_dir) / "preview.png") as preview:
+        # One row of base | blended | tuned, the 16-px samples enlarged to 64 px to be seen.
+        assert preview.width >= 3 * 64 and 64 <= preview.height < 2 * 64 + 20
