@@ -56,28 +56,22 @@ def generate_pairs(ctx: StageContext) -> list[str]:
     seeds = unique_seeds(parse_seeds(p.seeds))
     base = load_generator(p.base, p.network)
     blended = load_generator(p.blended, p.network)
-    cutoff = None if p.truncation_cutoff is None else int(p.truncation_cutoff)
     size = None if p.size is None else int(p.size)
-    renderer = PairRenderer(
-        base,
-        blended,
-        psi=float(p.psi),
-        truncation_cutoff=cutoff,
-        w_source=str(p.w_source),
-        translate=[float(v) for v in p.translate],
-        rotate=float(p.rotate),
-        size=size,
-        batch_invariant=bool(p.batch_invariant),
-    )
-    recipe = {
+    settings: dict[str, Any] = {
         "psi": float(p.psi),
-        "truncation_cutoff": cutoff,
+        "truncation_cutoff": None if p.truncation_cutoff is None else int(p.truncation_cutoff),
         "w_source": str(p.w_source),
         "translate": [float(v) for v in p.translate],
         "rotate": float(p.rotate),
+        "size": size,
+        "batch_invariant": bool(p.batch_invariant),
+    }
+    renderer = PairRenderer(base, blended, **settings)
+    # What made a pair: a recorded pair is reused only if all of this is unchanged.
+    recipe = {
+        **settings,
         "size": size or base.img_resolution,
         "network": str(p.network),
-        "batch_invariant": bool(p.batch_invariant),
         "base_sha256": sha256_file(p.base),
         "blended_sha256": sha256_file(p.blended),
     }
