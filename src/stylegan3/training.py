@@ -295,11 +295,8 @@ class StyleGAN3Training(L.LightningModule):
 
     @property
     def world_size(self) -> int:
+        """Processes training together (1 outside a Trainer)."""
         return self.trainer.world_size if self._trainer is not None else 1
-
-    @property
-    def global_rank_(self) -> int:
-        return self.trainer.global_rank if self._trainer is not None else 0
 
     @staticmethod
     def _all_reduce_sum(tensor: Tensor) -> Tensor:
@@ -344,7 +341,7 @@ class StyleGAN3Training(L.LightningModule):
         sampler = InfiniteSampler(
             len(self.dataset),
             seed=o.seed,
-            rank=self.global_rank_,
+            rank=self.global_rank,
             world=self.world_size,
             start=self.cur_nimg // self.world_size,
         )
@@ -473,7 +470,7 @@ class StyleGAN3Training(L.LightningModule):
     def on_train_start(self) -> None:
         if self.cur_nimg == 0 and self._pending_rng is None:
             # Every rank draws its own latents and augmentations.
-            torch.manual_seed(self.options.seed * 1000 + self.global_rank_)
+            torch.manual_seed(self.options.seed * 1000 + self.global_rank)
         self._step_started = time.perf_counter()
 
     # ------------------------------------------------------------------------- sampling
@@ -526,9 +523,9 @@ class StyleGAN3Training(L.LightningModule):
 
     def _restore_rng(self, states: list[dict[str, Any]]) -> None:
         if len(states) != self.world_size:
-            torch.manual_seed(self.options.seed * 1000 + self.global_rank_ + self.iteration)
+            torch.manual_seed(self.options.seed * 1000 + self.global_rank + self.iteration)
             return
-        state = states[self.global_rank_]
+        state = states[self.global_rank]
         torch.set_rng_state(state["cpu"].cpu())
         if "cuda" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda"].cpu(), self.device)
