@@ -155,11 +155,19 @@ def to_reference_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
     return {reference_key(k, module): v.detach().clone() for k, v in module.state_dict().items()}
 
 
+def strip_data_parallel(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` without the ``module.`` prefix of weights saved from ``nn.DataParallel``."""
+    if state and all(k.startswith("module.") for k in state):
+        return {k.removeprefix("module."): v for k, v in state.items()}
+    return state
+
+
 def from_reference_state_dict(
     module: nn.Module, state: dict[str, torch.Tensor], source: str = "state dict"
 ) -> dict[str, torch.Tensor]:
     """A reference-layout ``state`` renamed to ``module``'s keys; every key and shape checked."""
     names = {reference_key(k, module): k for k in module.state_dict()}
+    state = strip_data_parallel(state)
     # Old spectral norm may also store the normalised ``weight`` next to ``weight_orig``.
     extra = [
         k for k in state if k not in names and not (k.endswith(".weight") and f"{k}_orig" in state)
@@ -227,6 +235,7 @@ def generator_from_reference(
     state: dict[str, torch.Tensor], source: str = "state dict"
 ) -> Generator:
     """A :class:`Generator` built to fit a reference-layout state dict and loaded from it."""
+    state = strip_data_parallel(state)
     module = Generator(**infer_generator_config(state))
     module.load_state_dict(from_reference_state_dict(module, state, source))
     return module
@@ -236,6 +245,7 @@ def discriminator_from_reference(
     state: dict[str, torch.Tensor], source: str = "state dict"
 ) -> Discriminator:
     """A :class:`Discriminator` built to fit a reference-layout state dict and loaded from it."""
+    state = strip_data_parallel(state)
     module = Discriminator(**infer_discriminator_config(state))
     module.load_state_dict(from_reference_state_dict(module, state, source))
     return module

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from src.common.checkpoint import CheckpointMismatchError
 from src.photo2cartoon.interop import (
+    discriminator_from_reference,
     from_reference_state_dict,
     infer_generator_config,
     load_reference_checkpoint,
@@ -179,6 +180,16 @@ def test_released_file_loads_with_exact_outputs(tmp_path: Path, kind: str) -> No
             outputs = (ours, theirs) if name.startswith("gen") else (ours[0], theirs[0])
             assert torch.equal(*outputs), name
     assert loaded["genA2B"].kind == kind and not loaded["genA2B"].light
+
+
+def test_data_parallel_prefix_is_accepted() -> None:
+    critic = _randomise(Discriminator(3, ndf=4, n_layers=4), 7)
+    state = {f"module.{k}": v for k, v in to_reference_state_dict(critic).items()}
+    renamed = from_reference_state_dict(critic, state)
+    assert all(torch.equal(renamed[k], v) for k, v in critic.state_dict().items())
+    images = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(discriminator_from_reference(state).eval()(images)[0], critic(images)[0])
 
 
 def test_generator_settings_are_read_off_the_weights() -> None:
