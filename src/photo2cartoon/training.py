@@ -297,11 +297,11 @@ class Photo2CartoonTraining(L.LightningModule):
         """FID/KID of every test photo's translation against the test cartoons (``testB``)."""
         from src.common.metrics import build_extractor, compute_metrics
 
+        dataset = self.trainer.datamodule.val_set
+        if dataset is None or not self.metrics_real or not self.trainer.is_global_zero:
+            return {}
         if self.extractor is None:
             self.extractor = build_extractor(self.inception)
-        dataset = self.trainer.datamodule.val_set
-        if dataset is None or not self.metrics_real:
-            return {}
         count = len(dataset.paths_a)
 
         def translations() -> Any:
