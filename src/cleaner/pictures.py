@@ -69,7 +69,9 @@ def score_histogram(scores: Sequence[float], threshold: float) -> Image.Image:
     draw.text((left - 4, height - bottom + 4), "0", fill="black")
     draw.text((width - 18, height - bottom + 4), "1", fill="black")
     draw.text((left + plot_w / 2 - 40, height - bottom + 4), "score P(good)", fill="black")
-    draw.text((line_x + 3, top - 14), f"threshold {threshold:.3f}", fill=(220, 0, 0))
+    label = f"threshold {threshold:.3f}"
+    label_x = line_x + 3 if line_x < width - 100 else line_x - 6 * len(label) - 3
+    draw.text((label_x, top - 14), label, fill=(220, 0, 0))
     return picture
 
 
