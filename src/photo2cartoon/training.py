@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -41,18 +42,20 @@ class LossWeights:
     faceid: float = 1.0
 
 
-class LinearDecay:
-    """LR factor: 1 for the first half of ``iterations``, then linearly down to 0 at the end."""
+def half_then_linear(iterations: int, decay: bool = True) -> Callable[[int], float]:
+    """LR factor: 1 for the first half of ``iterations``, then linearly down to 0 at the end.
 
-    def __init__(self, iterations: int, decay: bool = True) -> None:
-        self.iterations = iterations
-        self.half = iterations // 2
-        self.decay = decay
+    A plain function rather than a callable object: LambdaLR stores a callable object's
+    attributes in checkpoints, which would pin a resumed run to the old ``iterations``.
+    """
+    half = iterations // 2
 
-    def __call__(self, done: int) -> float:
-        if not self.decay or done < self.half:
+    def factor(done: int) -> float:
+        if not decay or done < half:
             return 1.0
-        return max(0.0, (self.iterations - done) / max(1, self.iterations - self.half))
+        return max(0.0, (iterations - done) / max(1, iterations - half))
+
+    return factor
 
 
 def jet(values: torch.Tensor) -> torch.Tensor:
@@ -167,7 +170,7 @@ class Photo2CartoonTraining(L.LightningModule):
         options = {"lr": hp.lr, "betas": tuple(hp.betas), "weight_decay": hp.weight_decay}
         opt_g = torch.optim.Adam(generators, **options)
         opt_d = torch.optim.Adam(critics, **options)
-        decay = LinearDecay(hp.iterations, hp.decay)
+        decay = half_then_linear(hp.iterations, hp.decay)
         schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, decay) for opt in (opt_g, opt_d)]
         return [opt_g, opt_d], [{"scheduler": s, "interval": "step"} for s in schedulers]
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from src.photo2cartoon.training import LinearDecay, Photo2CartoonTraining, heatmap_overlay
+from src.photo2cartoon.training import Photo2CartoonTraining, half_then_linear, heatmap_overlay
 
 SIZE = 64
 
@@ -88,11 +88,11 @@ def test_one_training_step_updates_all_networks_and_keeps_blends_clipped(
 
 
 def test_learning_rate_is_flat_then_falls_linearly_to_zero() -> None:
-    decay = LinearDecay(100)
+    decay = half_then_linear(100)
     assert [decay(i) for i in (0, 49)] == [1.0, 1.0]
     assert decay(75) == pytest.approx(0.5)
     assert decay(100) == 0.0
-    assert LinearDecay(100, decay=False)(99) == 1.0
+    assert half_then_linear(100, decay=False)(99) == 1.0
 
 
 def test_schedulers_follow_the_iterations() -> None:
@@ -103,6 +103,18 @@ def test_schedulers_follow_the_iterations() -> None:
     # After 3 of 4 iterations: half way down the second half.
     assert opt_g.param_groups[0]["lr"] == pytest.approx(0.5e-3)
     assert opt_d.param_groups[0]["lr"] == pytest.approx(0.5e-3)
+
+
+def test_resumed_schedule_follows_the_new_iterations() -> None:
+    short = _module("ugatit", lr=1e-3, iterations=4, sample_every=0)
+    _fit(short, iterations=3)
+    saved = [s.state_dict() for s in short.lr_schedulers()]
+    longer = _module("ugatit", lr=1e-3, iterations=100, sample_every=0)
+    _, schedulers = longer.configure_optimizers()
+    for entry, state in zip(schedulers, saved, strict=True):
+        entry["scheduler"].load_state_dict(state)
+        # Step 3 of 100 is still in the flat first half, whatever the checkpoint's run planned.
+        assert entry["scheduler"].lr_lambdas[0](3) == 1.0
 
 
 def test_heatmap_overlay_keeps_images_in_range() -> None:
