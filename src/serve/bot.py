@@ -19,7 +19,8 @@ import logging
 import os
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -109,17 +110,62 @@ class RateLimiter:
         return 0.0
 
 
+class TokenRedactor(logging.Filter):
+    """Replaces the bot token in every record a handler emits, its traceback included.
+
+    Download errors carry the file URL, and Telegram puts the token in it (``/file/bot<TOKEN>/``).
+    """
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self.token = token
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        record.msg, record.args = message.replace(self.token, "<BOT_TOKEN>"), ()
+        if record.exc_text:
+            record.exc_text = record.exc_text.replace(self.token, "<BOT_TOKEN>")
+        return True
+
+
+@contextmanager
+def token_redacted_logs(token: str) -> Iterator[None]:
+    """While inside, the root logger's handlers (where every logger ends) hide ``token``."""
+    redactor = TokenRedactor(token)
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(redactor)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(redactor)
+
+
+def too_many_pixels(width: int, height: int, max_pixels: int) -> RejectedPhoto:
+    """The answer to an image over the pixel limit."""
+    return RejectedPhoto(
+        f"That image is {width}x{height}; the limit is "
+        f"{max_pixels / 1e6:.0f} megapixels. Send a smaller one."
+    )
+
+
 def decode_photo(data: bytes, max_pixels: int) -> np.ndarray:
     """Bytes -> uint8 RGB array, upright; the pixel count is checked before decoding."""
     try:
         image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as err:
+        # Pillow refuses headers far above its own limit before we can read the size.
+        raise RejectedPhoto(
+            f"That image has far more than {max_pixels / 1e6:.0f} megapixels, the limit. "
+            "Send a smaller one."
+        ) from err
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise RejectedPhoto("That file is not an image I can read (JPEG, PNG, WebP).") from err
     if image.width * image.height > max_pixels:
-        raise RejectedPhoto(
-            f"That image is {image.width}x{image.height}; the limit is "
-            f"{max_pixels / 1e6:.0f} megapixels. Send a smaller one."
-        )
+        raise too_many_pixels(image.width, image.height, max_pixels)
     try:
         image.load()
         image = ImageOps.exif_transpose(image)
@@ -244,10 +290,7 @@ class CartoonBot:
                 f"{s.max_download_bytes / 2**20:.0f} MB. Send a smaller one."
             )
         if width and height and width * height > s.max_pixels:
-            raise RejectedPhoto(
-                f"That image is {width}x{height}; the limit is "
-                f"{s.max_pixels / 1e6:.0f} megapixels. Send a smaller one."
-            )
+            raise too_many_pixels(width, height, s.max_pixels)
 
     async def on_photo(self, message: Message, bot: Bot) -> None:
         """A photo or a file: check, download, cartoonize off the loop, answer."""
@@ -382,8 +425,9 @@ async def serve(settings: BotSettings, token: str) -> None:
     cartoon_bot = CartoonBot(settings, cartoonizer_engines(settings))
     bot = Bot(token)
     try:
-        log.info("polling; generators: %s", ", ".join(settings.model_names))
-        await cartoon_bot.dispatcher().start_polling(bot, handle_signals=False)
+        with token_redacted_logs(token):
+            log.info("polling; generators: %s", ", ".join(settings.model_names))
+            await cartoon_bot.dispatcher().start_polling(bot, handle_signals=False)
     finally:
         await bot.session.close()
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
+import struct
 import threading
 import time
+import zlib
 from collections.abc import AsyncGenerator
 from datetime import datetime
 from pathlib import Path
@@ -30,6 +33,7 @@ from src.serve.bot import (
     cartoonizer_engines,
     read_token,
     settings_from,
+    token_redacted_logs,
 )
 from tests.conftest import run_module
 from tests.serve.conftest import PHOTOS
@@ -222,6 +226,48 @@ def test_pixel_limit_is_checked_from_the_header(identity_bot: CartoonBot, files:
         feed(identity_bot, session, document_update(1, 7, "two_faces", 65_000, "image/jpeg"))
     )
     assert "megapixels" in session.texts()[0] and not session.sent(SendPhoto)
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width x height`` pixels and which holds no pixel data."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def test_a_decompression_bomb_gets_the_megapixel_answer(
+    identity_bot: CartoonBot, files: dict
+) -> None:
+    files["bomb"] = png_header_only(30_000, 30_000)
+    session = RecordingSession(files)
+    asyncio.run(
+        feed(identity_bot, session, document_update(1, 7, "bomb", len(files["bomb"]), "image/png"))
+    )
+    assert "megapixels, the limit" in session.texts()[0] and not session.sent(SendPhoto)
+
+
+class FailingDownloads(RecordingSession):
+    """Downloads fail as aiohttp's do: the message holds the file URL, token included."""
+
+    async def stream_content(self, url: str, *args: Any, **kwargs: Any) -> AsyncGenerator[bytes]:
+        raise RuntimeError(f"404, message='Not Found', url='{url}'")
+        yield b""
+
+
+def test_a_failed_download_never_logs_the_token(
+    identity_bot: CartoonBot, files: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    session = FailingDownloads(files)
+    with caplog.at_level(logging.ERROR), token_redacted_logs(TOKEN):
+        asyncio.run(feed(identity_bot, session, photo_update(1, 7, "astronaut", 30_000)))
+    assert "/file/bot<BOT_TOKEN>/photos/astronaut" in caplog.text, "the failure was logged"
+    assert TOKEN not in caplog.text
+    assert any("something went wrong" in t for t in session.texts())
 
 
 class SlowEngine:
