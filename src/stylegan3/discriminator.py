@@ -183,16 +183,15 @@ class Discriminator(nn.Module):
         )
 
     def _freeze_leading_layers(self, count: int) -> None:
-        """Stop gradients into the first ``count`` convs (fromrgb, conv0, conv1 per block; a
-        block's skip shares conv1's index since both produce the block's output)."""
+        """Stop gradients into the first ``count`` layers, numbered as the official code does:
+        per block fromrgb (first block only), conv0, conv1, then the skip."""
         layers = []
         for res in self.block_resolutions:
             block = getattr(self, f"b{res}")
-            convs = [block.conv0, (block.conv1, block.skip)]
-            layers += ([block.fromrgb] if block.in_channels == 0 else []) + convs
-        for entry in layers[:count]:
-            for module in entry if isinstance(entry, tuple) else (entry,):
-                module.requires_grad_(False)
+            first = [block.fromrgb] if block.in_channels == 0 else []
+            layers += [*first, block.conv0, block.conv1, block.skip]
+        for layer in layers[:count]:
+            layer.requires_grad_(False)
 
     def forward(self, img: Tensor, c: Tensor | None, update_emas: bool = False) -> Tensor:
         """[N, 1] scores; ``update_emas`` is accepted for interface parity and unused."""
