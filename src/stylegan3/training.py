@@ -450,9 +450,8 @@ class StyleGAN3Training(L.LightningModule):
             "logits_fake": fake.detach().mean(),
             "peak_mem_gb": peak_memory_gb(self.device),
         }
-        shown = {"kimg", "sec_per_kimg", "p", "loss_G", "loss_D"}
         for name, value in values.items():
-            self.log(f"train/{name}", value, prog_bar=name in shown)
+            self.log(f"train/{name}", value, prog_bar=True)
         if self.ada is not None and math.isfinite(self.ada.rt):
             self.log("train/ada_rt", float(self.ada.rt))
 

@@ -338,3 +338,24 @@ def test_resuming_a_finished_run_trains_no_further(tmp_path: Path) -> None:
     assert again.cur_nimg == BATCH and again.iteration == 1
     for key, value in finished.G.state_dict().items():
         assert torch.equal(again.G.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize("architecture", ["stylegan3-t", "stylegan3-r"])
+def test_stage_defaults_from_scratch_and_when_fine_tuning(architecture: str) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from src.common.stage import CONFIG_DIR
+    from src.stylegan3.__main__ import training_options
+
+    def options(*overrides: str) -> object:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose("stylegan3", [f"stylegan3.cfg={architecture}", *overrides])
+        return training_options(cfg.stylegan3, seed=0)
+
+    scratch = options("stylegan3.data=/d", "stylegan3.resolution=256", "stylegan3.batch=32")
+    assert scratch.ema_kimg == 10 and scratch.ema_rampup == 0.05 and scratch.ada_kimg == 500
+    assert scratch.gamma == 2 and scratch.blur_fade_kimg == 200
+    assert scratch.blur_sigma == (10.0 if architecture == "stylegan3-r" else 0.0)
+    tuned = options("stylegan3.data=/d", "stylegan3.batch=16", "stylegan3.init_from=/g.pkl")
+    assert tuned.init_from == "/g.pkl" and tuned.ema_kimg == 5
+    assert tuned.ema_rampup is None and tuned.ada_kimg == 100 and tuned.blur_sigma == 0.0
