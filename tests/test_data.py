@@ -355,6 +355,10 @@ def test_unpaired_data_module_uses_test_folders(tmp_path: Path) -> None:
     assert not val_loader.drop_last
     assert batch_names(val_loader, "name_a") == ["testA_0", "testA_1"]
     assert batch_names(val_loader, "name_b") == ["testB_0", "testB_0"]
+    # Validation sees each test image whole, resized to 32 px, not a crop of a 36 px resize.
+    whole = Image.open(root / "testA" / "testA_0.png").resize((32, 32), Image.Resampling.BILINEAR)
+    expected = torch.from_numpy(np.asarray(whole)).permute(2, 0, 1).float() / 127.5 - 1
+    assert (module.val_set[0]["A"] - expected).abs().max() < 0.05
 
 
 def test_unpaired_data_module_splits_train_without_test_folders(tmp_path: Path) -> None:

@@ -537,7 +537,8 @@ class UnpairedDataModule(_ImageDataModule):
     """Unpaired images from ``root/trainA`` and ``root/trainB``, for U-GAT-IT.
 
     Validation uses ``root/testA`` + ``root/testB`` when both exist, else ``val_fraction`` of
-    each training folder. Validation pairs are fixed by ``seed``; training pairs are redrawn.
+    each training folder, resized to ``crop_size`` whole. Validation pairs are fixed by
+    ``seed``; training pairs are redrawn.
     """
 
     def __init__(
@@ -608,7 +609,8 @@ class UnpairedDataModule(_ImageDataModule):
             self.val_set = UnpairedImageDataset(
                 val_a,
                 val_b,
-                SingleTransform(self.load_size, self.crop_size, train=False),
+                # Whole images resized to crop_size (U-GAT-IT's test transform), not cropped.
+                SingleTransform(self.crop_size, self.crop_size, train=False),
                 seed=self.seed,
                 max_pixels=self.max_pixels,
             )
