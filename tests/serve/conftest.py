@@ -34,3 +34,16 @@ def tiny_generator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         config={"width": 8},
         image_size=64,
     )
+
+
+@pytest.fixture
+def unet_generator(tmp_path: Path) -> Path:
+    """A small pix2pix U-Net ``generator.pt`` at 64 px (instance norm, as the smoke chain's)."""
+    from src.pix2pix.networks import build_generator
+
+    config = {"netG": "unet_64", "ngf": 8, "norm": "instance"}
+    torch.manual_seed(0)
+    module = build_generator(config).eval()
+    return save_generator(
+        tmp_path / "unet.pt", module, family="pix2pix", config=config, image_size=64
+    )

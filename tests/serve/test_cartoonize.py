@@ -37,10 +37,14 @@ def test_identity_generator_pastes_back_the_photo(identity_generator: Path) -> N
 
 
 @pytest.mark.slow
-def test_onnx_runtime_matches_torch(tiny_generator: Path, tmp_path: Path) -> None:
-    torch_engine = Cartoonizer(load_runner(tiny_generator, "torch"))
-    onnx_engine = Cartoonizer(load_runner(tiny_generator, "onnx", onnx_dir=tmp_path / "onnx"))
-    assert (tmp_path / "onnx" / "tiny.onnx").is_file()
+@pytest.mark.parametrize("fixture", ["tiny_generator", "unet_generator"])
+def test_onnx_runtime_matches_torch(
+    fixture: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    generator = request.getfixturevalue(fixture)
+    torch_engine = Cartoonizer(load_runner(generator, "torch"))
+    onnx_engine = Cartoonizer(load_runner(generator, "onnx", onnx_dir=tmp_path / "onnx"))
+    assert (tmp_path / "onnx" / f"{generator.stem}.onnx").is_file()
     photos = [load("two_faces.jpg"), load("astronaut.jpg")]
     crops = np.stack([f.image for r in torch_engine.process(photos) for f in r.aligned])
     assert len(crops) == 3
