@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import re
 from pathlib import Path
 
 import pytest
@@ -101,19 +103,31 @@ def test_reference_names_of_the_released_layouts() -> None:
     assert set(critic) >= DISCRIMINATOR_KEYS
 
 
+class _Recorded(dict[str, torch.Tensor]):
+    """A state dict that remembers which keys were read, to catch weights a forward ignores."""
+
+    def __init__(self, state: dict[str, torch.Tensor]) -> None:
+        super().__init__(state)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+
+def _iln(x: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
+    """``rho * IN(x) + (1 - rho) * LN(x)`` with the reference's unbiased ``torch.var``."""
+    inst = (x - x.mean((2, 3), keepdim=True)) / (x.var((2, 3), keepdim=True) + 1e-5).sqrt()
+    layer = (x - x.mean((1, 2, 3), keepdim=True)) / (x.var((1, 2, 3), keepdim=True) + 1e-5).sqrt()
+    return rho * inst + (1 - rho) * layer
+
+
 def _reference_ugatit_light(state: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """U-GAT-IT's light generator written out with functional ops on reference-named weights,
     independent of our modules, to check the key mapping against the reference's own order."""
 
     def conv(x: torch.Tensor, key: str, pad: int, stride: int = 1) -> torch.Tensor:
         return F.conv2d(F.pad(x, [pad] * 4, mode="reflect"), state[key], stride=stride)
-
-    def iln(x: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
-        inst = (x - x.mean((2, 3), keepdim=True)) / (x.var((2, 3), keepdim=True) + 1e-5).sqrt()
-        layer = (x - x.mean((1, 2, 3), keepdim=True)) / (
-            x.var((1, 2, 3), keepdim=True) + 1e-5
-        ).sqrt()
-        return rho * inst + (1 - rho) * layer
 
     x = F.relu(F.instance_norm(conv(x, "DownBlock.1.weight", 3)))
     x = F.relu(F.instance_norm(conv(x, "DownBlock.5.weight", 1, 2)))
@@ -131,16 +145,16 @@ def _reference_ugatit_light(state: dict[str, torch.Tensor], x: torch.Tensor) -> 
     gamma, beta = F.linear(style, state["gamma.weight"]), F.linear(style, state["beta.weight"])
     for i in range(1, len(blocks) + 1):
         p = f"UpBlock1_{i}"
-        y = iln(conv(x, f"{p}.conv1.weight", 1), state[f"{p}.norm1.rho"])
+        y = _iln(conv(x, f"{p}.conv1.weight", 1), state[f"{p}.norm1.rho"])
         y = F.relu(y * gamma[:, :, None, None] + beta[:, :, None, None])
-        y = iln(conv(y, f"{p}.conv2.weight", 1), state[f"{p}.norm2.rho"])
+        y = _iln(conv(y, f"{p}.conv2.weight", 1), state[f"{p}.norm2.rho"])
         x = x + y * gamma[:, :, None, None] + beta[:, :, None, None]
     for conv_index in (2, 7):
         x = conv(
             F.interpolate(x, scale_factor=2.0, mode="nearest"), f"UpBlock2.{conv_index}.weight", 1
         )
         n = f"UpBlock2.{conv_index + 1}"
-        x = F.relu(iln(x, state[f"{n}.rho"]) * state[f"{n}.gamma"] + state[f"{n}.beta"])
+        x = F.relu(_iln(x, state[f"{n}.rho"]) * state[f"{n}.gamma"] + state[f"{n}.beta"])
     return torch.tanh(conv(x, "UpBlock2.11.weight", 3))
 
 
@@ -151,6 +165,206 @@ def test_ugatit_mapping_matches_an_independent_reference_forward() -> None:
     with torch.no_grad():
         expected = _reference_ugatit_light(state, images)
         assert torch.allclose(ours(images), expected, atol=1e-5)
+
+
+def _reference_photo2cartoon_light(
+    state: dict[str, torch.Tensor], x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """photo2cartoon's light ``ResnetGenerator`` (minivision-ai/photo2cartoon, models/networks.py)
+    written out with functional ops on reference-named weights, independent of our modules.
+
+    Returns ``(image, cam_logit, heatmap)`` as the reference's forward does. Biases are read
+    exactly where the reference's layers have them, so a dropped or invented bias fails here.
+    """
+
+    def conv(
+        x: torch.Tensor, name: str, pad: int = 0, stride: int = 1, bias: bool = False
+    ) -> torch.Tensor:
+        if pad:
+            x = F.pad(x, [pad] * 4, mode="reflect")
+        return F.conv2d(
+            x, state[f"{name}.weight"], state[f"{name}.bias"] if bias else None, stride=stride
+        )
+
+    def linear(x: torch.Tensor, name: str) -> torch.Tensor:  # every Linear here has a bias
+        return F.linear(x, state[f"{name}.weight"], state[f"{name}.bias"])
+
+    def in_relu(x: torch.Tensor) -> torch.Tensor:
+        return F.relu(F.instance_norm(x))
+
+    def conv_block(x: torch.Tensor, name: str) -> torch.Tensor:
+        # ConvBlock: three chained IN-ReLU-pad-3x3 branches (C/2, C/4, C/4), concatenated, plus
+        # the input; its 1x1 ConvBlock4 projection only runs when channels differ (never here).
+        x1 = conv(in_relu(x), f"{name}.ConvBlock1.3", pad=1)
+        x2 = conv(in_relu(x1), f"{name}.ConvBlock2.3", pad=1)
+        x3 = conv(in_relu(x2), f"{name}.ConvBlock3.3", pad=1)
+        return x + torch.cat((x1, x2, x3), 1)
+
+    def hourglass(x: torch.Tensor, name: str, use_res: bool = True) -> torch.Tensor:
+        block, skips, y = f"{name}.HG.0", [], x
+        for level in range(1, 5):  # skip at this scale, then avg-pool and go one level down
+            skips.append(conv_block(y, f"{block}.ConvBlock{level}_1"))
+            y = conv_block(F.avg_pool2d(y, 2), f"{block}.ConvBlock{level}_2")
+        y = conv_block(y, f"{block}.ConvBlock5")
+        for level, skip in zip(range(6, 10), reversed(skips), strict=True):
+            up = conv_block(y, f"{block}.ConvBlock{level}")
+            y = F.interpolate(up, scale_factor=2, mode="nearest") + skip
+        y = conv_block(y, f"{name}.HG.1")
+        y = in_relu(conv(y, f"{name}.HG.2"))
+        tmp_out = conv(y, f"{name}.Conv1", bias=True)  # the 3-channel side output
+        if not use_res:
+            return tmp_out
+        return x + conv(y, f"{name}.Conv2", bias=True) + conv(tmp_out, f"{name}.Conv3", bias=True)
+
+    def soft_adalin(
+        x: torch.Tensor, name: str, content: torch.Tensor, style: torch.Tensor
+    ) -> torch.Tensor:
+        def two_layer(f: torch.Tensor, mlp: str) -> torch.Tensor:
+            return linear(F.relu(linear(f, f"{mlp}.0")), f"{mlp}.2")
+
+        w_gamma, w_beta = state[f"{name}.w_gamma"], state[f"{name}.w_beta"]
+        gamma = (1 - w_gamma) * linear(style, f"{name}.s_gamma") + w_gamma * two_layer(
+            content, f"{name}.c_gamma"
+        )
+        beta = (1 - w_beta) * linear(style, f"{name}.s_beta") + w_beta * two_layer(
+            content, f"{name}.c_beta"
+        )
+        normed = _iln(x, state[f"{name}.norm.rho"])
+        return normed * gamma[:, :, None, None] + beta[:, :, None, None]
+
+    x = in_relu(conv(x, "ConvBlock1.1", pad=3))
+    x = hourglass(hourglass(x, "HourGlass1"), "HourGlass2")
+    x = in_relu(conv(x, "DownBlock1.1", pad=1, stride=2))
+    x = in_relu(conv(x, "DownBlock2.1", pad=1, stride=2))
+    n_blocks = len({k.split(".")[0] for k in state if k.startswith("EncodeBlock")})
+    content = []
+    for i in range(1, n_blocks + 1):
+        y = in_relu(conv(x, f"EncodeBlock{i}.conv_block.1", pad=1))
+        x = x + F.instance_norm(conv(y, f"EncodeBlock{i}.conv_block.5", pad=1))
+        content.append(x.mean((2, 3)))
+    cam_logit = torch.cat((linear(x.mean((2, 3)), "gap_fc"), linear(x.amax((2, 3)), "gmp_fc")), 1)
+    gap_w, gmp_w = state["gap_fc.weight"], state["gmp_fc.weight"]
+    x = torch.cat((x * gap_w[0, :, None, None], x * gmp_w[0, :, None, None]), 1)
+    x = F.relu(conv(x, "conv1x1", bias=True))
+    heatmap = x.sum(1, keepdim=True)
+    style = F.relu(linear(F.relu(linear(x.mean((2, 3)), "FC.0")), "FC.2"))
+    # DecodeBlock1 takes the deepest encoder block's content features, DecodeBlock<n> the first.
+    for i, features in zip(range(1, n_blocks + 1), reversed(content), strict=True):
+        p = f"DecodeBlock{i}"
+        y = F.relu(soft_adalin(conv(x, f"{p}.conv1", pad=1), f"{p}.norm1", features, style))
+        x = x + soft_adalin(conv(y, f"{p}.conv2", pad=1), f"{p}.norm2", features, style)
+    for up in ("UpBlock1", "UpBlock2"):
+        x = conv(F.interpolate(x, scale_factor=2, mode="nearest"), f"{up}.2", pad=1)
+        lin = f"{up}.3"
+        x = F.relu(_iln(x, state[f"{lin}.rho"]) * state[f"{lin}.gamma"] + state[f"{lin}.beta"])
+    x = hourglass(hourglass(x, "HourGlass3"), "HourGlass4", use_res=False)
+    return torch.tanh(conv(x, "ConvBlock2.1", pad=3)), cam_logit, heatmap
+
+
+def test_photo2cartoon_mapping_matches_an_independent_reference_forward() -> None:
+    ours = _randomise(Generator("photo2cartoon", ngf=8, img_size=32, n_res=2), seed=8)
+    state = _Recorded(to_reference_state_dict(ours))
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        expected = _reference_photo2cartoon_light(state, images)
+        actual = ours.forward_with_attention(images)
+    for name, mine, theirs in zip(("image", "cam_logit", "heatmap"), actual, expected, strict=True):
+        assert mine.shape == theirs.shape, name
+        assert torch.allclose(mine, theirs, atol=1e-5), name
+    # Everything is used but the hourglass blocks' 1x1 projections (in == out channels there),
+    # which the released files hold all the same.
+    assert set(state) - state.read == {k for k in state if ".ConvBlock4." in k}
+
+
+def _reference_discriminator_state(
+    in_channels: int, ndf: int, n_layers: int, seed: int
+) -> dict[str, torch.Tensor]:
+    """A random critic state dict in the released layout (old-style ``spectral_norm`` keys),
+    shaped from the reference's ``Discriminator(input_nc, ndf, n_layers)`` alone.
+
+    ``weight_u`` is one power step from a random ``weight_v``: sigma stays positive but the pair
+    is not converged, so any power iteration in eval mode would change the outputs.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    state: dict[str, torch.Tensor] = {}
+
+    def rand(*shape: int) -> torch.Tensor:
+        return (torch.rand(shape, generator=generator) - 0.5) * 0.4
+
+    def spectral(name: str, weight: torch.Tensor) -> None:
+        v = F.normalize(rand(weight[0].numel()), dim=0)
+        state[f"{name}.weight_orig"] = weight
+        state[f"{name}.weight_u"] = F.normalize(weight.flatten(1) @ v, dim=0)
+        state[f"{name}.weight_v"] = v
+
+    # n_layers - 1 reflect-padded 4x4 convs in model.1, model.4, ...: ndf, then doubling.
+    channels = [in_channels] + [ndf * 2**i for i in range(n_layers - 1)]
+    for i, (cin, cout) in enumerate(itertools.pairwise(channels)):
+        spectral(f"model.{3 * i + 1}", rand(cout, cin, 4, 4))
+        state[f"model.{3 * i + 1}.bias"] = rand(cout)
+    width = channels[-1]
+    spectral("gap_fc", rand(1, width))
+    spectral("gmp_fc", rand(1, width))
+    state["conv1x1.weight"], state["conv1x1.bias"] = rand(width, 2 * width, 1, 1), rand(width)
+    spectral("conv", rand(1, width, 4, 4))
+    return state
+
+
+def _reference_discriminator(
+    state: dict[str, torch.Tensor], x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The U-GAT-IT / photo2cartoon ``Discriminator`` in eval mode, functionally, on reference
+    names; returns ``(out, cam_logit, heatmap)`` as its forward does.
+
+    Eval-mode spectral norm: ``weight_orig / sigma`` with ``sigma = u . (W_mat v)`` from the
+    stored vectors, no power iteration. The CAM re-weighting uses ``weight_orig`` itself: the
+    reference reads it as ``list(fc.parameters())[0]``, the raw parameter under spectral norm.
+    """
+
+    def normalised(name: str) -> torch.Tensor:
+        weight = state[f"{name}.weight_orig"]
+        sigma = torch.dot(state[f"{name}.weight_u"], weight.flatten(1) @ state[f"{name}.weight_v"])
+        return weight / sigma
+
+    def padded(x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x, [1] * 4, mode="reflect")
+
+    convs = sorted(
+        int(k.split(".")[1]) for k in state if re.fullmatch(r"model\.\d+\.weight_orig", k)
+    )
+    for position, index in enumerate(convs):
+        stride = 1 if position == len(convs) - 1 else 2  # all stride 2 but the last
+        name = f"model.{index}"
+        x = F.conv2d(padded(x), normalised(name), state[f"{name}.bias"], stride=stride)
+        x = F.leaky_relu(x, 0.2)
+    gap_logit = F.linear(x.mean((2, 3)), normalised("gap_fc"))
+    gmp_logit = F.linear(x.amax((2, 3)), normalised("gmp_fc"))
+    gap_w, gmp_w = state["gap_fc.weight_orig"], state["gmp_fc.weight_orig"]
+    x = torch.cat((x * gap_w[0, :, None, None], x * gmp_w[0, :, None, None]), 1)
+    x = F.leaky_relu(F.conv2d(x, state["conv1x1.weight"], state["conv1x1.bias"]), 0.2)
+    heatmap = x.sum(1, keepdim=True)
+    out = F.conv2d(padded(x), normalised("conv"))
+    return out, torch.cat((gap_logit, gmp_logit), 1), heatmap
+
+
+@pytest.mark.parametrize(("n_layers", "size"), [(5, 32), (7, 128)])
+def test_discriminator_loading_matches_an_independent_reference_forward(
+    n_layers: int, size: int
+) -> None:
+    state = _reference_discriminator_state(3, ndf=4, n_layers=n_layers, seed=n_layers)
+    critic = discriminator_from_reference(state).eval()
+    buffers = {k: v.clone() for k, v in critic.state_dict().items()}
+    recorded = _Recorded(state)
+    images = torch.rand(2, 3, size, size) * 2 - 1
+    with torch.no_grad():
+        expected = _reference_discriminator(recorded, images)
+        actual = critic(images)
+    for name, mine, theirs in zip(("out", "cam_logit", "heatmap"), actual, expected, strict=True):
+        assert mine.shape == theirs.shape, name
+        assert torch.allclose(mine, theirs, atol=1e-5), name
+    assert recorded.read == set(state)
+    # Eval mode leaves the stored power-iteration vectors as loaded.
+    assert all(torch.equal(v, buffers[k]) for k, v in critic.state_dict().items())
 
 
 def _release(path: Path, kind: str) -> dict[str, torch.nn.Module]:
