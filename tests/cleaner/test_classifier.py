@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from src.cleaner.filter import PairRow, filtered_rows, read_pairs, score_pairs
-from src.cleaner.model import choose_threshold, keep_mask, load_classifier
+from src.cleaner.model import choose_threshold, create_backbone, keep_mask, load_classifier
+from src.common.errors import UserError
 from tests.cleaner.helpers import dataset_gen_folder, toy_pairs
 from tests.conftest import run_module
 
@@ -86,7 +87,9 @@ def test_filter_stage_lists_every_pair_once(trained: dict[str, Path]) -> None:
     assert kept and kept.count("good") / len(kept) >= 0.85
     summary = json.loads((out / "summary.json").read_text())
     assert summary["pairs"] == 60 and summary["kept"] == len(kept)
-    assert (out / "score_histogram.png").stat().st_size > 0
+    assert summary["kept_fraction"] == pytest.approx(len(kept) / 60)
+    for picture in ("score_histogram.png", "lowest_kept.png", "highest_rejected.png"):
+        assert (out / picture).stat().st_size > 0, picture
     assert sorted(os.listdir(source / "A")) == [f"{s:06d}.png" for s in range(60)]
 
 
@@ -130,3 +133,17 @@ def test_min_kept_keeps_the_best_scored(tmp_path: Path) -> None:
     rows = filtered_rows(pairs, logits, [""] * 5, 0.99, tmp_path, min_kept=2)
     assert [row["kept"] for row in rows] == [False, True, False, True, False]
     assert rows[1]["score"] < 0.99
+
+
+def test_backbone_weights_come_from_a_local_file_without_its_head(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    source = create_backbone("test_resnet", num_classes=10)
+    path = tmp_path / "test_resnet.pth"
+    torch.save(source.state_dict(), path)
+    loaded = create_backbone("test_resnet", pretrained_file=str(path))
+    mine, theirs = loaded.state_dict(), source.state_dict()
+    head = {k for k in theirs if k.startswith(loaded.default_cfg["classifier"])}
+    assert head and all(mine[k].shape[0] == 1 for k in head), "a fresh one-output head"
+    assert all(torch.equal(mine[k], theirs[k]) for k in theirs if k not in head)
+    with pytest.raises(UserError, match=r"pretrained_file .* does not exist"):
+        create_backbone("test_resnet", pretrained_file=str(tmp_path / "missing.pth"))
