@@ -9,6 +9,9 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from src.common.errors import UserError
+from src.common.stage import StageContext
+
 
 def instantiate_group(node: DictConfig | None) -> list[Any]:
     """Instantiate every entry of a ``logger`` or ``callbacks`` group (a dict of configs)."""
@@ -40,3 +43,19 @@ def last_checkpoint(out_dir: str | Path) -> Path | None:
     """``<out_dir>/checkpoints/last.ckpt`` when an earlier run left one, for exact resume."""
     path = Path(out_dir) / "checkpoints" / "last.ckpt"
     return path if path.is_file() else None
+
+
+def resume_checkpoint(ctx: StageContext) -> Path | None:
+    """The Lightning checkpoint a training stage continues from: ``ckpt_path`` (``last`` or a
+    file), or the stage's own ``last.ckpt`` when an interrupted attempt of this config left one."""
+    wanted = ctx.params.get("ckpt_path")
+    if wanted == "last":
+        found = last_checkpoint(ctx.out_dir)
+        if found is None:
+            raise UserError(f"ckpt_path=last: {ctx.out_dir}/checkpoints/last.ckpt does not exist")
+        return found
+    if wanted:
+        if not Path(wanted).is_file():
+            raise UserError(f"ckpt_path: {wanted} does not exist; fix the path or use last")
+        return Path(wanted)
+    return last_checkpoint(ctx.out_dir) if ctx.resume else None

@@ -80,9 +80,8 @@ def train(ctx: StageContext) -> list[str]:
 
     from src.common.generators import save_generator
     from src.common.images import save_image
-    from src.common.training import make_trainer
+    from src.common.training import make_trainer, resume_checkpoint
     from src.cyclegan.interop import save_reference_generator
-    from src.pix2pix.__main__ import resume_checkpoint
 
     p = ctx.params
     datamodule = instantiate(p.data)

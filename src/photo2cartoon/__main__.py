@@ -86,23 +86,6 @@ def module_options(params: DictConfig) -> dict[str, Any]:
     }
 
 
-def resume_checkpoint(ctx: StageContext) -> Path | None:
-    """``ckpt_path`` (``last`` or a file), or ``last.ckpt`` when an interrupted run left one."""
-    from src.common.training import last_checkpoint
-
-    wanted = ctx.params.get("ckpt_path")
-    if wanted == "last":
-        found = last_checkpoint(ctx.out_dir)
-        if found is None:
-            raise UserError(f"ckpt_path=last: {ctx.out_dir}/checkpoints/last.ckpt does not exist")
-        return found
-    if wanted:
-        if not Path(wanted).is_file():
-            raise UserError(f"ckpt_path: {wanted} does not exist; fix the path or use last")
-        return Path(wanted)
-    return last_checkpoint(ctx.out_dir) if ctx.resume else None
-
-
 def initialise_from_release(module: Any, path: str) -> None:
     """Copy a released checkpoint's six networks into ``module`` (settings must match)."""
     from src.common.checkpoint import load_state_dict_checked
@@ -130,7 +113,7 @@ def train(ctx: StageContext) -> list[str]:
     from src.common.fileio import atomic_path
     from src.common.generators import save_generator
     from src.common.images import save_image
-    from src.common.training import make_trainer
+    from src.common.training import make_trainer, resume_checkpoint
     from src.common.visual import tensor_grid
     from src.photo2cartoon.training import Photo2CartoonTraining
 

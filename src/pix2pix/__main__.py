@@ -36,24 +36,6 @@ def as_dict(node: DictConfig | None) -> dict[str, Any]:
     return container
 
 
-def resume_checkpoint(ctx: StageContext) -> Path | None:
-    """``ckpt_path`` (``last`` or a file), or ``last.ckpt`` when an interrupted attempt of this
-    config left one."""
-    from src.common.training import last_checkpoint
-
-    wanted = ctx.params.get("ckpt_path")
-    if wanted == "last":
-        found = last_checkpoint(ctx.out_dir)
-        if found is None:
-            raise UserError(f"ckpt_path=last: {ctx.out_dir}/checkpoints/last.ckpt does not exist")
-        return found
-    if wanted:
-        if not Path(wanted).is_file():
-            raise UserError(f"ckpt_path: {wanted} does not exist; fix the path or use last")
-        return Path(wanted)
-    return last_checkpoint(ctx.out_dir) if ctx.resume else None
-
-
 def build_module(params: DictConfig, grid_dir: Path | None) -> Any:
     """The :class:`Pix2PixModule` the config describes (D sees A and B stacked on channels)."""
     from src.pix2pix.model import Pix2PixModule
@@ -84,7 +66,7 @@ def train(ctx: StageContext) -> list[str]:
     from hydra.utils import instantiate
 
     from src.common.generators import save_generator
-    from src.common.training import make_trainer
+    from src.common.training import make_trainer, resume_checkpoint
     from src.pix2pix.evaluate import evaluate_pairs, good_pairs
 
     p = ctx.params

@@ -79,23 +79,13 @@ def training_options(params: DictConfig, seed: int) -> Any:
 
 
 def resume_checkpoint(ctx: StageContext) -> Path | None:
-    """The Lightning checkpoint to continue from: ``ckpt_path`` (``last`` or a file), or the
-    stage's own ``last.ckpt`` when an interrupted attempt of this config left one."""
-    from src.common.training import last_checkpoint
+    """The shared resume rule (``src.common.training.resume_checkpoint``); DDP processes that
+    Lightning starts take the checkpoint rank 0 chose."""
+    from src.common.training import resume_checkpoint as stage_resume_checkpoint
 
     if os.environ.get("LOCAL_RANK", "0") != "0" and RESUME_ENV in os.environ:
         return Path(os.environ[RESUME_ENV]) if os.environ[RESUME_ENV] else None
-    wanted = ctx.params.get("ckpt_path")
-    if wanted == "last":
-        found = last_checkpoint(ctx.out_dir)
-        if found is None:
-            raise UserError(f"ckpt_path=last: {ctx.out_dir}/checkpoints/last.ckpt does not exist")
-        return found
-    if wanted:
-        if not Path(wanted).is_file():
-            raise UserError(f"ckpt_path: {wanted} does not exist; fix the path or use last")
-        return Path(wanted)
-    return last_checkpoint(ctx.out_dir) if ctx.resume else None
+    return stage_resume_checkpoint(ctx)
 
 
 def metrics_callback(options: Any, cache_dir: Path) -> Any:
