@@ -141,3 +141,18 @@ def test_smoke_stage_trains_on_the_filtered_manifest(toy_pairs: Path, tmp_path: 
     truth = json.loads((out / "ground_truth.json").read_text())
     assert truth["pairs"] == 12 and 0 < truth["l1"] < 2
     assert "ground-truth pairs" in result.stdout
+    val = bundle.meta["val"]
+    assert {"val/l1", "val/psnr", "val/ssim"} <= set(val) and val["val/psnr"] > 0
+
+    # The Lightning checkpoint exports to the same generator (TorchScript, through the CLI).
+    exported = run_module(
+        "src.pix2pix.export",
+        f"ckpt={out / 'checkpoints' / 'last.ckpt'}",
+        "format=torchscript",
+        f"out={tmp_path / 'g.ts'}",
+    )
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        scripted = torch.jit.load(str(tmp_path / "g.ts"))
+        assert torch.allclose(scripted(images), bundle.module(images), atol=1e-5)
