@@ -17,6 +17,7 @@ import asyncio
 import io
 import logging
 import os
+import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator, Mapping
@@ -195,6 +196,7 @@ class CartoonBot:
         self.settings = settings
         self.engine_for = engine_for
         self.engines: dict[str, PhotoEngine] = {}
+        self._loading = threading.Lock()
         self.semaphore = asyncio.Semaphore(settings.max_concurrent)
         self.pending = 0
         self.rate = RateLimiter(settings.rate_limit, settings.rate_window_s)
@@ -311,12 +313,13 @@ class CartoonBot:
         except RejectedPhoto as reason:
             await message.answer(str(reason))
             return
+        # Busy first, so that a photo turned away for load does not count against its sender.
+        if self.pending >= self.settings.max_concurrent + self.settings.max_queue:
+            await message.answer("I am busy with other photos right now; try again in a minute.")
+            return
         wait = self.rate.wait_time(user)
         if wait > 0:
             await message.answer(f"Slow down a little: try again in {wait:.0f} s.")
-            return
-        if self.pending >= self.settings.max_concurrent + self.settings.max_queue:
-            await message.answer("I am busy with other photos right now; try again in a minute.")
             return
         self.pending += 1
         try:
@@ -356,9 +359,10 @@ class CartoonBot:
             await message.answer_media_group(media)
 
     def _run(self, name: str, pixels: np.ndarray) -> tuple[list[np.ndarray], list[str]]:
-        """Load (once) and run the generator ``name``; runs in a worker thread."""
-        if name not in self.engines:
-            self.engines[name] = self.engine_for(name)
+        """Load (once, even when several worker threads ask) and run the generator ``name``."""
+        with self._loading:
+            if name not in self.engines:
+                self.engines[name] = self.engine_for(name)
         return self.engines[name](pixels)
 
 

@@ -292,11 +292,19 @@ class SlowEngine:
 
 def test_many_users_at_once_respect_the_semaphore_and_the_queue(files: dict) -> None:
     engine = SlowEngine()
+    loads = []
+
+    def slow_load(name: str) -> SlowEngine:
+        loads.append(name)
+        time.sleep(0.05)
+        return engine
+
     settings = BotSettings(models={"slow": "-"}, max_concurrent=2, max_queue=3)
-    cartoon_bot = CartoonBot(settings, lambda name: engine)
+    cartoon_bot = CartoonBot(settings, slow_load)
     session = RecordingSession(files)
     updates = [photo_update(i, 100 + i, "astronaut", 30_000) for i in range(8)]
     asyncio.run(feed(cartoon_bot, session, *updates))
+    assert loads == ["slow"], "two worker threads never load the same generator twice"
     assert engine.peak == 2
     assert engine.calls == 5 and len(session.sent(SendPhoto)) == 5
     assert sum("busy" in t for t in session.texts()) == 3
@@ -318,6 +326,21 @@ def test_rate_limit_per_user(files: dict) -> None:
     assert limiter.wait_time(1) == 0 and limiter.wait_time(1) == 10
     clock[0] = 10.0
     assert limiter.wait_time(1) == 0
+
+
+def test_a_busy_answer_does_not_count_against_the_rate_limit(files: dict) -> None:
+    engine = SlowEngine()
+    settings = BotSettings(
+        models={"slow": "-"}, max_concurrent=1, max_queue=0, rate_limit=2, rate_window_s=60
+    )
+    session = RecordingSession(files)
+    cartoon_bot = CartoonBot(settings, lambda name: engine)
+    asyncio.run(
+        feed(cartoon_bot, session, *(photo_update(i, 5, "astronaut", 30_000) for i in range(3)))
+    )
+    assert sum("busy" in t for t in session.texts()) == 2
+    asyncio.run(feed(cartoon_bot, session, photo_update(9, 5, "astronaut", 30_000)))
+    assert engine.calls == 2 and not any("Slow down" in t for t in session.texts())
 
 
 def test_commands_allowlist_and_a_failing_update(files: dict) -> None:
