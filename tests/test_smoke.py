@@ -35,6 +35,8 @@ def check_stage_handoffs(run_dir: Path) -> None:
     }
     stages = yaml.safe_load(Path("configs/experiment/smoke.yaml").read_text())["pipeline"]["stages"]
     assert set(stages) <= set(done), f"stages without done.json: {set(stages) - set(done)}"
+    cleaner = json.loads((run_dir / "cleaner" / "metrics.json").read_text())
+    assert cleaner["auroc"] >= 0.9, "the classifier learned the toy faces' good and bad"
     for stage, record in done.items():
         for output in record["outputs"]:
             assert (run_dir / stage / output).exists(), f"{stage} lists {output} but lacks it"
@@ -70,7 +72,7 @@ def test_smoke_chain_runs_then_skips(tmp_path: Path) -> None:
     toyfaces = run_dir / "toyfaces"
     record = json.loads((toyfaces / "done.json").read_text())
     assert {"trainA", "paired", "landmarks.json", "contact_sheet.png"} <= set(record["outputs"])
-    assert len(list((toyfaces / "paired" / "A").glob("*.png"))) == 96
+    assert len(list((toyfaces / "paired" / "A").glob("*.png"))) == 320
     saved = yaml.safe_load((toyfaces / "config.yaml").read_text())
     assert saved["toyfaces"]["size"] == 64
     assert list((run_dir / "tensorboard" / "toyfaces").glob("events.out.tfevents.*"))
