@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from src.common.generators import load_generator
+from src.common.stage import CONFIG_DIR
 from src.stylegan3.legacy import load_networks
 from tests.conftest import run_module
 
@@ -33,7 +34,8 @@ def check_stage_handoffs(run_dir: Path) -> None:
         for stage in run_dir.iterdir()
         if (stage / "done.json").is_file()
     }
-    stages = yaml.safe_load(Path("configs/experiment/smoke.yaml").read_text())["pipeline"]["stages"]
+    smoke = yaml.safe_load((CONFIG_DIR / "experiment" / "smoke.yaml").read_text())
+    stages = smoke["pipeline"]["stages"]
     assert set(stages) <= set(done), f"stages without done.json: {set(stages) - set(done)}"
     cleaner = json.loads((run_dir / "cleaner" / "metrics.json").read_text())
     assert cleaner["auroc"] >= 0.9, "the classifier learned the toy faces' good and bad"

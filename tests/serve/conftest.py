@@ -47,3 +47,19 @@ def unet_generator(tmp_path: Path) -> Path:
     return save_generator(
         tmp_path / "unet.pt", module, family="pix2pix", config=config, image_size=64
     )
+
+
+@pytest.fixture
+def photo2cartoon_generator(tmp_path: Path) -> Path:
+    """A tiny photo2cartoon (hourglass) ``generator.pt`` at 64 px."""
+    from src.photo2cartoon.networks import Generator
+
+    config = {"kind": "photo2cartoon", "ngf": 4, "img_size": 64, "light": True, "n_res": 1}
+    torch.manual_seed(0)
+    return save_generator(
+        tmp_path / "p2c.pt",
+        Generator(**config),
+        family="photo2cartoon",
+        config=config,
+        image_size=64,
+    )

@@ -342,14 +342,11 @@ def test_resuming_a_finished_run_trains_no_further(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("architecture", ["stylegan3-t", "stylegan3-r"])
 def test_stage_defaults_from_scratch_and_when_fine_tuning(architecture: str) -> None:
-    from hydra import compose, initialize_config_dir
-
-    from src.common.stage import CONFIG_DIR
     from src.stylegan3.__main__ import training_options
+    from tests.test_configs import compose_stage
 
     def options(*overrides: str) -> object:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose("stylegan3", [f"stylegan3.cfg={architecture}", *overrides])
+        cfg = compose_stage("stylegan3", [f"stylegan3.cfg={architecture}", *overrides])
         return training_options(cfg.stylegan3, seed=0)
 
     scratch = options("stylegan3.data=/d", "stylegan3.resolution=256", "stylegan3.batch=32")
