@@ -2,7 +2,8 @@
 StyleGAN3 generator, one PNG per seed plus a grid. See ``configs/stylegan3/generate.yaml``.
 
 Latents come from ``numpy.random.RandomState(seed)`` exactly as in NVIDIA's ``gen_images.py``,
-so a seed names the same face here and there; batches never change an image.
+so a seed names the same face here and there. The batch never changes a latent; an image may
+differ by one 8-bit level between batch sizes (batched convolutions sum in another order).
 """
 
 from __future__ import annotations
@@ -49,13 +50,17 @@ def latents_for(seeds: Sequence[int], z_dim: int) -> torch.Tensor:
 def input_transform(
     translate: Sequence[float], rotate_degrees: float, resolution: int
 ) -> torch.Tensor:
-    """The inverse 3x3 transform for ``synthesis.input.transform`` that moves the output by
-    ``translate`` pixels (x right, y down) and rotates it by ``rotate_degrees``."""
+    """The inverse 3x3 transform for ``synthesis.input.transform``, as NVIDIA's ``gen_images.py``
+    builds it: ``inv([[c, s, tx], [-s, c, ty], [0, 0, 1]])`` with ``c, s`` the cosine and sine of
+    ``rotate_degrees``. ``translate`` is in output pixels (x right, y down), so ``tx`` is
+    ``translate[0] / resolution``: their ``--translate=0.25,0`` is ours ``translate=[64,0]`` at
+    256 px, and the same ``rotate`` names the same image in both."""
     angle = math.radians(rotate_degrees)
+    cos, sin = math.cos(angle), math.sin(angle)
     forward = torch.tensor(
         [
-            [math.cos(angle), -math.sin(angle), translate[0] / resolution],
-            [math.sin(angle), math.cos(angle), translate[1] / resolution],
+            [cos, sin, translate[0] / resolution],
+            [-sin, cos, translate[1] / resolution],
             [0.0, 0.0, 1.0],
         ],
         dtype=torch.float64,

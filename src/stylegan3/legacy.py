@@ -33,7 +33,7 @@ import os
 import pickle
 import zipfile
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,13 @@ import torch
 from numpy._core import multiarray
 from torch import nn
 
-from src.common.checkpoint import load_checkpoint, load_state_dict_checked
+from src.common.checkpoint import (
+    file_kind,
+    first_line,
+    load_checkpoint,
+    load_state_dict_checked,
+    not_a_model,
+)
 from src.common.errors import UserError
 from src.stylegan3.discriminator import (
     Discriminator,
@@ -153,17 +159,34 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 
 def unpickle_restricted(path: str | os.PathLike[str]) -> Any:
-    """Unpickle ``path`` with :class:`RestrictedUnpickler`; persistent objects become records."""
+    """Unpickle ``path`` with :class:`RestrictedUnpickler`; persistent objects become records.
+
+    The file is read whole and parsed from memory, so a damaged length field cannot make a read
+    allocate more than the file holds. Every failure is one :class:`UserError` line that says
+    what the file is: empty, a torch checkpoint, an image, truncated or damaged.
+    """
     source = Path(path)
     if not source.is_file():
         raise UserError(f"network pickle {source} does not exist; check the path")
-    with source.open("rb") as file:
-        try:
-            return RestrictedUnpickler(file, str(source)).load()
-        except UnsafePickleError:
-            raise
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, RuntimeError) as err:
-            raise UserError(f"{source} is not a readable network pickle: {err}") from None
+    kind = file_kind(source)
+    if kind in ("zip", "torch-legacy"):
+        raise UserError(
+            f"{source} is a torch checkpoint, not an official NVIDIA network pickle; toonforge "
+            "checkpoints need no conversion: pass the file as it is"
+        )
+    if kind != "pickle":
+        raise not_a_model(source, kind, "an official NVIDIA network pickle")
+    data = source.read_bytes()
+    try:
+        return RestrictedUnpickler(io.BytesIO(data), str(source)).load()
+    except UserError:
+        raise
+    except Exception as err:  # parsing an untrusted file: every failure is the file's
+        truncated = isinstance(err, EOFError) or "truncated" in str(err)
+        raise UserError(
+            f"{source} is a {'truncated' if truncated else 'damaged'} network pickle "
+            f"({first_line(err)}); download or copy it again"
+        ) from None
 
 
 def flatten_state(record: PersistentRecord, prefix: str = "") -> dict[str, torch.Tensor]:
@@ -245,21 +268,72 @@ def _discriminator_kwargs_check(kwargs: dict[str, Any]) -> None:
     _check_kwargs(dict(kwargs.get("mapping_kwargs") or {}), mapping, "the discriminator's mapping")
 
 
-def build_network(kind: str, config: dict[str, Any]) -> nn.Module:
-    """Our ``Generator`` (``kind`` G or G_ema) or ``Discriminator`` (D) from official kwargs.
+# Ranges of the constructor arguments that decide how much memory a network takes: real
+# networks sit far inside them, and a damaged file is refused before anything is allocated.
+SIZE_LIMITS: dict[str, tuple[int, int]] = {
+    "z_dim": (0, 8192),
+    "c_dim": (0, 65536),
+    "w_dim": (1, 8192),
+    "img_resolution": (4, 8192),
+    "img_channels": (1, 16),
+    "channel_base": (1, 1 << 22),
+    "channel_max": (1, 16384),
+    "num_layers": (0, 64),
+    "num_critical": (0, 64),
+    "margin_size": (0, 1024),
+    "filter_size": (1, 64),
+    "conv_kernel": (1, 15),
+    "num_fp16_res": (0, 16),
+    "cmap_dim": (1, 8192),
+    "mbstd_group_size": (1, 4096),
+    "mbstd_num_channels": (0, 64),
+    "freeze_layers": (0, 1024),
+}
+NESTED_KWARGS = ("mapping_kwargs", "block_kwargs", "epilogue_kwargs")
 
-    Raises UserError naming any constructor argument our networks do not implement.
+
+def check_sizes(kind: str, config: dict[str, Any], source: str = "the config") -> None:
+    """Refuse size arguments (``SIZE_LIMITS``, nested kwargs included) that are not whole numbers
+    in range, in one line naming the key: what a damaged or foreign file shows first."""
+    entries = [(key, value) for key, value in config.items() if key not in NESTED_KWARGS]
+    for group in NESTED_KWARGS:
+        nested = config.get(group)
+        if nested is not None and not isinstance(nested, dict):
+            raise UserError(f"{source}: {kind} records {group} as a {type(nested).__name__}")
+        entries += [(f"{group}.{key}", value) for key, value in (nested or {}).items()]
+    for key, value in entries:
+        limits = SIZE_LIMITS.get(key.rpartition(".")[2])
+        if limits is None or value is None:
+            continue
+        low, high = limits
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise UserError(
+                f"{source}: {kind} records {key}={value!r}, not a whole number in {low}..{high}; "
+                "the file is damaged or not a StyleGAN network"
+            )
+
+
+def build_network(kind: str, config: dict[str, Any], family: str = "stylegan3") -> nn.Module:
+    """Our generator of ``family`` (``kind`` G or G_ema) or discriminator (D) from official kwargs.
+
+    Raises UserError naming any constructor argument our networks do not implement, any size
+    out of range, and any other reason the arguments do not build a network.
     """
+    check_sizes(kind, config)
     if kind == "D":
         _discriminator_kwargs_check(config)
         cls: type[nn.Module] = Discriminator
     else:
+        cls = GENERATORS[family]
         _generator_kwargs_check(config)
-        cls = Generator
     try:
         return cls(**config)
-    except (TypeError, ValueError) as err:
-        raise UserError(f"cannot build {kind} from its recorded arguments: {err}") from None
+    except UserError:
+        raise
+    except Exception as err:  # recorded arguments are data: any failure is theirs
+        raise UserError(
+            f"cannot build {kind} from its recorded arguments: {type(err).__name__}: {err}"
+        ) from None
 
 
 def _plain(value: Any, where: str) -> Any:
@@ -286,15 +360,40 @@ def _record_config(record: PersistentRecord, kind: str, source: str) -> dict[str
     return _plain(kwargs, f"{source}:{kind}")
 
 
-def _expected_class(kind: str, record: PersistentRecord, source: str) -> None:
-    if kind == "D":
-        ok = record.class_name.endswith(".Discriminator")
-        wanted = "a StyleGAN2/StyleGAN3 discriminator"
-    else:
-        ok = record.class_name.endswith("networks_stylegan3.Generator")
-        wanted = "a StyleGAN3 generator (StyleGAN2-ADA generators use another architecture)"
-    if not ok:
-        raise UserError(f"{source}: {kind} is a {record.class_name}; toonforge needs {wanted}")
+# Parameters and buffers that only one family has, in NVIDIA's names.
+FAMILY_KEYS: dict[str, dict[str, str]] = {
+    "G": {
+        "stylegan3": "synthesis.input.freqs",  # SynthesisInput's Fourier features (T and R)
+        "stylegan2": "synthesis.b4.const",  # the learned 4x4 constant of StyleGAN2's first block
+    },
+    "D": {"stylegan2": "b4.out.weight"},  # the epilogue's output layer, in both releases' D
+}
+GENERATORS: dict[str, type[nn.Module]] = {"stylegan3": Generator}
+
+
+def network_family(kind: str, class_name: str, keys: Iterable[str], source: str) -> str:
+    """The family of a pickled network, from the tensors it holds (never from its class name:
+    NVIDIA's pickles record bare names such as ``Generator`` for every family).
+
+    ``kind`` is G, G_ema or D. Unknown networks, and families toonforge cannot build yet, are one
+    line saying what was found.
+    """
+    role = "D" if kind == "D" else "G"
+    names = set(keys)
+    for family, key in FAMILY_KEYS[role].items():
+        if key in names:
+            if role == "G" and family not in GENERATORS:
+                raise UserError(
+                    f"{source}: {kind} is a {family} generator (it has {key}); toonforge loads "
+                    f"{', '.join(GENERATORS)} generators"
+                )
+            return family
+    wanted = " or ".join(f"{key} ({family})" for family, key in FAMILY_KEYS[role].items())
+    found = ", ".join(sorted(names)[:4]) or "no tensors"
+    raise UserError(
+        f"{source}: {kind} ({class_name!r}) is no StyleGAN network toonforge knows: it lacks "
+        f"{wanted}; found {found}"
+    )
 
 
 def load_official_pickle(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -312,10 +411,12 @@ def load_official_pickle(path: str | os.PathLike[str]) -> dict[str, Any]:
         record = data[kind]
         if not isinstance(record, PersistentRecord):
             raise UserError(f"{source}: {kind} is not a persistent network object")
-        _expected_class(kind, record, source)
+        tensors = flatten_state(record)
+        family = network_family(kind, record.class_name, tensors, source)
         config = _record_config(record, kind, source)
-        module = build_network(kind, config)
-        load_state_dict_checked(module, flatten_state(record), f"{source} ({kind})")
+        check_sizes(kind, config, source)
+        module = build_network(kind, config, family)
+        load_state_dict_checked(module, tensors, f"{source} ({kind})")
         result[kind] = module
         result["configs"][kind] = config
     pipe = data.get("augment_pipe")
@@ -357,7 +458,13 @@ def load_networks(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise UserError(f"{source} is not a {FORMAT} checkpoint; convert it with stylegan3.convert")
     result: dict[str, Any] = {"configs": {}}
     for kind in NETWORKS:
-        entry = checkpoint[kind]
+        entry = checkpoint.get(kind)
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("config"), dict)
+            and isinstance(entry.get("state_dict"), dict)
+        ):
+            raise UserError(f"{source} is a damaged {FORMAT} checkpoint: {kind} lacks its weights")
         module = build_network(kind, entry["config"])
         load_state_dict_checked(module, entry["state_dict"], f"{source} ({kind})")
         result[kind] = module

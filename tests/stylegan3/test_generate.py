@@ -48,7 +48,17 @@ def test_input_transform_is_the_inverse_of_the_requested_motion() -> None:
     shift = input_transform([2, -3], 0, 64)
     assert torch.allclose(shift, torch.tensor([[1, 0, -2 / 64], [0, 1, 3 / 64], [0, 0, 1.0]]))
     turn = input_transform([0, 0], 90, 64)
-    assert torch.allclose(turn[:2, :2], torch.tensor([[0.0, 1], [-1, 0]]), atol=1e-6)
+    assert torch.allclose(turn[:2, :2], torch.tensor([[0.0, -1], [1, 0]]), atol=1e-6)
+
+
+def test_rotation_follows_gen_images_make_transform() -> None:
+    """NVIDIA's gen_images.py: m = [[c, s, tx], [-s, c, ty], [0, 0, 1]], the generator gets
+    inv(m), with c = cos(angle / 360 * 2 pi) and s = sin(...) of --rotate in degrees."""
+    angle = 15 / 360.0 * np.pi * 2
+    c, s = np.cos(angle), np.sin(angle)
+    official = np.linalg.inv(np.array([[c, s, 0.25], [-s, c, -0.5], [0, 0, 1]]))
+    ours = input_transform([16, -32], 15, 64)
+    np.testing.assert_allclose(ours.numpy(), official, rtol=0, atol=1e-7)
 
 
 def small_checkpoint(path: Path) -> Path:

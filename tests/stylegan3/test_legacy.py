@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import builtins
-import importlib
 import os
 import pickle
 import re
 import subprocess
 import sys
 import zipfile
-from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -25,68 +22,16 @@ from src.common.errors import UserError
 from src.stylegan3.convert import main as convert_main
 from src.stylegan3.legacy import UnsafePickleError, load_networks, load_official_pickle
 from src.stylegan3.networks import Discriminator, Generator
+from tests.stylegan3.official import (
+    AUGMENT_KWARGS,
+    TRAINING_SET_KWARGS,
+    OfficialModules,
+    hostile_source,
+    official_modules,
+    snapshot,
+    write_pickle,
+)
 from tests.stylegan3.tiny import D_KWARGS, G_KWARGS
-
-PERSISTENCE_SRC = """
-def _reconstruct_persistent_obj(meta):
-    exec(meta["module_src"])
-"""
-EASYDICT_SRC = """
-class EasyDict(dict):
-    def __getattr__(self, name):
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name)
-
-    def __setattr__(self, name, value):
-        self[name] = value
-"""
-TRAINING_SET = {"path": "faces.zip", "resolution": 16, "use_labels": False}
-
-
-class Stubs:
-    """Importable stand-ins for ``torch_utils.persistence`` and ``dnnlib.util`` while pickling;
-    ``remove`` takes them out of sys.path and sys.modules again before anything is loaded."""
-
-    def __init__(self, root: Path) -> None:
-        for package, module, source in [
-            ("torch_utils", "persistence", PERSISTENCE_SRC),
-            ("dnnlib", "util", EASYDICT_SRC),
-        ]:
-            (root / package).mkdir(parents=True)
-            (root / package / "__init__.py").write_text("")
-            (root / package / f"{module}.py").write_text(source)
-        self.root = str(root)
-        sys.path.insert(0, self.root)
-        self.persistence = importlib.import_module("torch_utils.persistence")
-        self.util = importlib.import_module("dnnlib.util")
-
-    def remove(self) -> None:
-        if self.root in sys.path:
-            sys.path.remove(self.root)
-        for name in ["torch_utils", "torch_utils.persistence", "dnnlib", "dnnlib.util"]:
-            sys.modules.pop(name, None)
-
-
-@pytest.fixture
-def official_stubs(tmp_path: Path) -> Iterator[Stubs]:
-    stubs = Stubs(tmp_path / "stubs")
-    try:
-        yield stubs
-    finally:
-        stubs.remove()
-
-
-class Persistent:
-    """Pickles like an official persistent object: a call to ``_reconstruct_persistent_obj``."""
-
-    def __init__(self, reconstruct: Callable[..., Any], meta: dict[str, Any]) -> None:
-        self.reconstruct = reconstruct
-        self.meta = meta
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return self.reconstruct, (self.meta,)
 
 
 class Reduce:
@@ -100,43 +45,8 @@ class Reduce:
         return self.fn, self.args
 
 
-def persistent_tree(
-    module: nn.Module, stubs: Stubs, marker: Path, init_kwargs: dict[str, Any] | None = None
-) -> Persistent:
-    """``module`` as official persistent records, nested like the official ``__dict__``."""
-    state = {
-        "training": module.training,
-        "_parameters": OrderedDict(module._parameters),
-        "_buffers": OrderedDict(module._buffers),
-        "_non_persistent_buffers_set": set(),
-        "_forward_hooks": OrderedDict(),
-        "_modules": OrderedDict(
-            (name, persistent_tree(child, stubs, marker)) for name, child in module._modules.items()
-        ),
-        "_init_args": (),
-        "_init_kwargs": stubs.util.EasyDict(init_kwargs or {}),
-        "in_size": np.array([36, 36]),
-        "sampling_rate": np.float64(16.0),
-        "padding": [1, 2, 1, 2],
-    }
-    meta = {
-        "type": "class",
-        "version": 4,
-        "module_src": f"open({str(marker)!r}, 'w').write('module_src ran')",
-        "class_name": f"training.networks_stylegan3.{type(module).__name__}",
-        "state": state,
-    }
-    return Persistent(stubs.persistence._reconstruct_persistent_obj, meta)
-
-
-def write_official(
-    path: Path,
-    stubs: Stubs,
-    marker: Path,
-    edit: Callable[[dict[str, Any]], None] | None = None,
-    protocol: int = 4,
-) -> tuple[Generator, Generator, Discriminator]:
-    """An official-format pickle of small networks of ours; ``edit`` may alter G's top state."""
+def tiny_networks() -> tuple[Generator, Generator, Discriminator]:
+    """Small G, G_ema (its magnitude EMAs moved, so the two differ) and D of ours."""
     torch.manual_seed(0)
     g = Generator(**G_KWARGS).eval()
     g_ema = Generator(**G_KWARGS).eval()
@@ -144,20 +54,27 @@ def write_official(
     with torch.no_grad():
         for layer in g_ema.synthesis.layer_names:
             getattr(g_ema.synthesis, layer).magnitude_ema.fill_(0.7)
-    records = {
-        "G": persistent_tree(g, stubs, marker, G_KWARGS),
-        "D": persistent_tree(d, stubs, marker, D_KWARGS),
-        "G_ema": persistent_tree(g_ema, stubs, marker, G_KWARGS),
-    }
-    records["D"].meta["class_name"] = "training.networks_stylegan2.Discriminator"
+    return g, g_ema, d
+
+
+def write_official(
+    path: Path,
+    stubs: OfficialModules,
+    edit: Callable[[Generator], None] | None = None,
+    protocol: int = 4,
+    module_src: str | None = None,
+    g_kwargs: dict[str, Any] | None = None,
+) -> tuple[Generator, Generator, Discriminator]:
+    """A real-format pickle (see tests/stylegan3/official.py) of :func:`tiny_networks`;
+    ``edit`` may alter G before it is pickled. Takes the stand-in modules away afterwards."""
+    g, g_ema, d = tiny_networks()
     if edit is not None:
-        edit(records["G"].meta["state"])
-    data = {
-        **records,
-        "augment_pipe": persistent_tree(nn.Identity(), stubs, marker, {"xflip": 1}),
-        "training_set_kwargs": stubs.util.EasyDict(TRAINING_SET),
-    }
-    path.write_bytes(pickle.dumps(data, protocol=protocol))
+        edit(g)
+    kwargs = G_KWARGS if g_kwargs is None else g_kwargs
+    data = snapshot(
+        stubs, {"G": (g, kwargs), "D": (d, D_KWARGS), "G_ema": (g_ema, kwargs)}, module_src
+    )
+    write_pickle(path, data, protocol)
     stubs.remove()
     return g, g_ema, d
 
@@ -172,33 +89,56 @@ def outputs(nets: tuple[nn.Module, nn.Module, nn.Module]) -> list[torch.Tensor]:
 
 
 @pytest.mark.parametrize("protocol", [2, 4])
-def test_official_pickle_loads_exactly_and_runs_no_module_src(
-    tmp_path: Path, official_stubs: Stubs, protocol: int
+def test_real_format_pickle_loads_exactly(
+    tmp_path: Path, official_stubs: OfficialModules, protocol: int
 ) -> None:
-    path, marker = tmp_path / "net.pkl", tmp_path / "marker.txt"
-    ours = write_official(path, official_stubs, marker, protocol=protocol)
+    path = tmp_path / "net.pkl"
+    ours = write_official(path, official_stubs, protocol=protocol)
     loaded = load_official_pickle(path)
 
-    assert not marker.exists()
-    assert "torch_utils" not in sys.modules and "dnnlib" not in sys.modules
+    assert not any(n.split(".")[0] in ("torch_utils", "dnnlib") for n in sys.modules)
     assert isinstance(loaded["G"], Generator) and isinstance(loaded["D"], Discriminator)
     for ref, got in zip(
         outputs(ours), outputs((loaded["G"], loaded["G_ema"], loaded["D"])), strict=True
     ):
         torch.testing.assert_close(got, ref, rtol=0, atol=0)
-    assert loaded["configs"]["G"] == G_KWARGS
-    assert loaded["augment_pipe"] == {"xflip": 1}
-    assert loaded["training_set_kwargs"] == TRAINING_SET
+    assert loaded["configs"]["G"] == G_KWARGS and loaded["configs"]["D"] == D_KWARGS
+    assert loaded["augment_pipe"] == AUGMENT_KWARGS
+    assert loaded["training_set_kwargs"] == TRAINING_SET_KWARGS
 
 
-def test_marker_would_be_written_by_the_official_loader(
-    tmp_path: Path, official_stubs: Stubs
+def test_the_fixture_is_what_nvidias_loader_reads(
+    tmp_path: Path, official_stubs: OfficialModules
 ) -> None:
-    """Control for the tests below: executing ``module_src`` does write the marker file."""
-    marker = tmp_path / "marker.txt"
-    data = pickle.dumps(persistent_tree(nn.Identity(), official_stubs, marker))
-    pickle.loads(data)
-    assert marker.exists()
+    """Control: the reference way of loading (run module_src, look the bare class name up in
+    it) rebuilds the networks from the same bytes, so the format is the real one."""
+    path = tmp_path / "net.pkl"
+    ours = write_official(path, official_stubs)
+    raw = path.read_bytes()
+    assert b"_reconstruct_persistent_obj" in raw and b"networks_stylegan3" not in raw
+    with official_modules(tmp_path / "again") as stubs:
+        data = pickle.loads(raw)
+        assert list(data) == ["training_set_kwargs", "G", "D", "G_ema", "augment_pipe"]
+        assert type(data["G"]).__name__ == "Generator" and stubs.persistence._version == 6
+        for name, module in zip(("G", "G_ema", "D"), ours, strict=True):
+            reference = module.state_dict()
+            rebuilt = data[name].state_dict()
+            assert list(rebuilt) == list(reference)
+            assert all(torch.equal(rebuilt[k], v) for k, v in reference.items())
+
+
+def test_hostile_module_src_is_never_run(tmp_path: Path, official_stubs: OfficialModules) -> None:
+    path, marker = tmp_path / "net.pkl", tmp_path / "marker.txt"
+    ours = write_official(path, official_stubs, module_src=hostile_source(marker, *tiny_networks()))
+
+    loaded = load_networks(path)
+    assert not marker.exists()
+    torch.testing.assert_close(
+        outputs((loaded["G"], loaded["G_ema"], loaded["D"]))[1], outputs(ours)[1], rtol=0, atol=0
+    )
+    with official_modules(tmp_path / "again"):  # control: NVIDIA's loader would run it
+        pickle.loads(path.read_bytes())
+    assert marker.read_text() == "module_src ran"
 
 
 @pytest.mark.parametrize(
@@ -219,49 +159,87 @@ def test_code_calling_pickles_are_refused(
     assert not marker.exists()
 
 
+def drop_w_avg(g: Generator) -> None:
+    g.mapping._buffers.pop("w_avg")
+
+
+def add_extra(g: Generator) -> None:
+    g.register_parameter("extra", nn.Parameter(torch.zeros(2)))
+
+
+def resize_fc0_bias(g: Generator) -> None:
+    g.mapping.fc0.bias = nn.Parameter(torch.zeros(3))
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (
-            lambda s: s["_modules"]["mapping"].meta["state"]["_buffers"].pop("w_avg"),
-            "1 missing keys: mapping.w_avg",
-        ),
-        (lambda s: s["_parameters"].update(extra=torch.zeros(2)), "1 unexpected keys: extra"),
-        (
-            lambda s: (
-                s["_modules"]["mapping"]
-                .meta["state"]["_modules"]["fc0"]
-                .meta["state"]["_parameters"]
-                .update(bias=torch.zeros(3))
-            ),
-            r"1 shape mismatches: mapping.fc0.bias \(3,\)",
-        ),
+        (drop_w_avg, "1 missing keys: mapping.w_avg"),
+        (add_extra, "1 unexpected keys: extra"),
+        (resize_fc0_bias, r"1 shape mismatches: mapping.fc0.bias \(3,\)"),
     ],
 )
 def test_mismatched_state_fails_with_the_keys(
-    tmp_path: Path, official_stubs: Stubs, edit: Callable[[dict[str, Any]], None], message: str
+    tmp_path: Path,
+    official_stubs: OfficialModules,
+    edit: Callable[[Generator], None],
+    message: str,
 ) -> None:
     path = tmp_path / "net.pkl"
-    write_official(path, official_stubs, tmp_path / "marker.txt", edit=edit)
+    write_official(path, official_stubs, edit=edit)
     with pytest.raises(CheckpointMismatchError, match=message):
         load_official_pickle(path)
 
 
-def test_unknown_constructor_kwargs_are_named(tmp_path: Path, official_stubs: Stubs) -> None:
+def test_unknown_constructor_kwargs_are_named(
+    tmp_path: Path, official_stubs: OfficialModules
+) -> None:
     path = tmp_path / "net.pkl"
-    write_official(
-        path,
-        official_stubs,
-        tmp_path / "marker.txt",
-        edit=lambda s: s["_init_kwargs"].update(fancy_mode=True),
-    )
+    write_official(path, official_stubs, g_kwargs={**G_KWARGS, "fancy_mode": True})
     with pytest.raises(UserError, match="does not implement: fancy_mode"):
         load_official_pickle(path)
 
 
-def test_convert_round_trip(tmp_path: Path, official_stubs: Stubs, capsys: Any) -> None:
+class StyleGAN2Synthesis(nn.Module):
+    """The part of a StyleGAN2 synthesis network that tells the family: ``b4.const``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.b4 = nn.Module()
+        self.b4.register_parameter("const", nn.Parameter(torch.zeros(8, 4, 4)))
+
+
+def test_the_family_comes_from_the_tensors_not_the_class_name(
+    tmp_path: Path, official_stubs: OfficialModules
+) -> None:
+    other = nn.Module()
+    other.synthesis = StyleGAN2Synthesis()
+    _, g_ema, d = tiny_networks()
+    path = write_pickle(
+        tmp_path / "sg2.pkl",
+        snapshot(official_stubs, {"G": (other, {}), "D": (d, D_KWARGS), "G_ema": (g_ema, {})}),
+    )
+    found = r"G is a stylegan2 generator \(it has synthesis.b4.const\)"
+    with pytest.raises(UserError, match=found):
+        load_official_pickle(path)
+    path = write_pickle(
+        tmp_path / "other.pkl",
+        snapshot(
+            official_stubs,
+            {"G": (nn.Linear(2, 3), {}), "G_ema": (nn.Linear(2, 3), {}), "D": (d, D_KWARGS)},
+        ),
+    )
+    message = (
+        "G ('Linear') is no StyleGAN network toonforge knows: it lacks synthesis.input.freqs "
+        "(stylegan3) or synthesis.b4.const (stylegan2); found bias, weight"
+    )
+    with pytest.raises(UserError, match=re.escape(message)):
+        load_official_pickle(path)
+
+
+def test_convert_round_trip(tmp_path: Path, official_stubs: OfficialModules, capsys: Any) -> None:
     official, ckpt = tmp_path / "net.pkl", tmp_path / "net.ckpt"
-    ours = write_official(official, official_stubs, tmp_path / "marker.txt")
+    ours = write_official(official, official_stubs)
 
     convert_main([f"in={official}", f"out={ckpt}"])
 

@@ -35,17 +35,18 @@ FILTERS = {
     "2d": torch.tensor([[1.0, -2.0, 0.5, 3.0], [2.0, 1.0, -1.0, 0.25], [0.5, 4.0, 2.0, -3.0]]),
 }
 ACTIVATION_NAMES = list(ACTIVATIONS)
-# Closed-form defaults, written out independently of the ACTIVATIONS table.
+# NVIDIA's activation table (torch_utils/ops/bias_act.py, activation_funcs: def_alpha, def_gain),
+# written out independently of our ACTIVATIONS.
 DEFAULT_ALPHA_GAIN = {
     "linear": (0.0, 1.0),
     "relu": (0.0, SQRT2),
     "lrelu": (0.2, SQRT2),
     "tanh": (0.0, 1.0),
     "sigmoid": (0.0, 1.0),
-    "elu": (1.0, 1.0),
+    "elu": (0.0, 1.0),
     "selu": (0.0, 1.0),
     "softplus": (0.0, 1.0),
-    "swish": (0.0, 1.0),
+    "swish": (0.0, SQRT2),
 }
 
 
@@ -336,6 +337,14 @@ def test_activation_defaults() -> None:
 
 
 @pytest.mark.parametrize("act", ACTIVATION_NAMES)
+def test_only_lrelu_reads_alpha(act: str) -> None:
+    """NVIDIA's table passes alpha to every function, and only leaky ReLU uses it."""
+    x = randn(3, 4, seed=12) * 3
+    changed = not torch.equal(bias_act(x, act=act, alpha=0.7), bias_act(x, act=act))
+    assert changed == (act == "lrelu")
+
+
+@pytest.mark.parametrize("act", ACTIVATION_NAMES)
 def test_activation_with_defaults_matches_closed_form(act: str) -> None:
     x, b = randn(4, 5, 3, 2, seed=5) * 3, randn(5, seed=6)
     alpha, gain = DEFAULT_ALPHA_GAIN[act]
@@ -355,7 +364,7 @@ def test_activation_known_values() -> None:
         ("selu", 1.0, 1.0507009873554805),
         ("selu", -1.0, 1.0507009873554805 * 1.6732632423543772 * (1 / e - 1)),
         ("softplus", 0.0, math.log(2.0)),
-        ("swish", 1.0, 1 / (1 + 1 / e)),
+        ("swish", 1.0, SQRT2 / (1 + 1 / e)),
     ]
     for act, value, expected in cases:
         result = bias_act(torch.tensor([value], dtype=torch.float64), act=act)
@@ -367,6 +376,8 @@ def test_bias_act_explicit_alpha_gain_and_dim() -> None:
     b = randn(5, seed=8)
     for act, alpha in (("lrelu", 0.1), ("elu", 0.5)):
         expected = naive.bias_act(x, b, 2, act, alpha, 3.0, None)
+        if act == "elu":  # as in NVIDIA's table, elu ignores alpha
+            assert_close(expected, naive.bias_act(x, b, 2, act, 1.0, 3.0, None))
         assert_close(bias_act(x, b, dim=2, act=act, alpha=alpha, gain=3.0), expected)
         assert_close(bias_act(x, b, dim=-1, act=act, alpha=alpha, gain=3.0), expected)
     fc = randn(8, 16, seed=9)

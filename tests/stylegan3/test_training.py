@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import copy
 import math
-import pickle
-from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
@@ -30,7 +28,8 @@ from src.stylegan3.training import (
     fp16_discriminator_blocks,
     fp16_generator_layers,
 )
-from tests.stylegan3.test_legacy import Stubs, persistent_tree
+from tests.stylegan3.official import OfficialModules, write_pickle
+from tests.stylegan3.official import snapshot as official_snapshot
 from tests.stylegan3.training_helpers import (
     BATCH,
     RESOLUTION,
@@ -246,18 +245,8 @@ def test_fixed_seed_grid_is_stable(tmp_path: Path) -> None:
     assert math.isfinite(float(first.abs().sum()))
 
 
-@pytest.fixture
-def official_stubs(tmp_path: Path) -> Iterator[Stubs]:
-    """Importable stand-ins for NVIDIA's modules while pickling (as in test_legacy)."""
-    stubs = Stubs(tmp_path / "stubs")
-    try:
-        yield stubs
-    finally:
-        stubs.remove()
-
-
 def test_init_from_an_official_pickle_starts_from_its_weights(
-    tmp_path: Path, official_stubs: Stubs
+    tmp_path: Path, official_stubs: OfficialModules
 ) -> None:
     data = write_images(tmp_path / "data")
     options = tiny_options(data)
@@ -269,22 +258,15 @@ def test_init_from_an_official_pickle_starts_from_its_weights(
     with torch.no_grad():
         for param in g_ema.parameters():
             param.mul_(0.5)
-    marker = tmp_path / "marker.txt"
-    records = {
-        "G": persistent_tree(g, official_stubs, marker, options.G_kwargs),
-        "G_ema": persistent_tree(g_ema, official_stubs, marker, options.G_kwargs),
-        "D": persistent_tree(d, official_stubs, marker, options.D_kwargs),
-    }
-    records["D"].meta["class_name"] = "training.networks_stylegan2.Discriminator"
-    path = tmp_path / "official.pkl"
-    path.write_bytes(pickle.dumps(records, protocol=4))
+    networks = {"G": (g, options.G_kwargs), "G_ema": (g_ema, options.G_kwargs)}
+    networks["D"] = (d, options.D_kwargs)
+    path = write_pickle(tmp_path / "official.pkl", official_snapshot(official_stubs, networks))
     official_stubs.remove()
 
     module = build(tiny_options(data, init_from=str(path)), init_seed=9)
     for name, source in (("G", g), ("G_ema", g_ema), ("D", d)):
         for key, value in source.state_dict().items():
             assert torch.equal(getattr(module, name).state_dict()[key], value), f"{name}.{key}"
-    assert not marker.exists()
     # Training goes on from there: one step moves G away from the pickle's weights.
     fit(module, tmp_path / "run")
     assert module.cur_nimg == options.kimg * 1000

@@ -20,7 +20,12 @@ from src.stylegan3.ops import dispatch
 
 @dataclass(frozen=True)
 class Activation:
-    """An activation ``func(x, alpha)`` and the alpha and gain it gets when none is given."""
+    """An activation ``func(x, alpha)`` and the alpha and gain it gets when none is given.
+
+    The table is NVIDIA's (``torch_utils/ops/bias_act.py``), so that networks ported from it run
+    the same: only lrelu reads alpha (elu is always alpha 1), and relu, lrelu and swish default
+    to a gain of sqrt(2).
+    """
 
     func: Callable[[Tensor, float], Tensor]
     default_alpha: float
@@ -34,10 +39,10 @@ ACTIVATIONS: Mapping[str, Activation] = MappingProxyType(
         "lrelu": Activation(lambda x, alpha: F.leaky_relu(x, alpha), 0.2, math.sqrt(2)),
         "tanh": Activation(lambda x, alpha: x.tanh(), 0.0, 1.0),
         "sigmoid": Activation(lambda x, alpha: x.sigmoid(), 0.0, 1.0),
-        "elu": Activation(lambda x, alpha: F.elu(x, alpha), 1.0, 1.0),
+        "elu": Activation(lambda x, alpha: F.elu(x), 0.0, 1.0),
         "selu": Activation(lambda x, alpha: F.selu(x), 0.0, 1.0),
         "softplus": Activation(lambda x, alpha: F.softplus(x), 0.0, 1.0),
-        "swish": Activation(lambda x, alpha: F.silu(x), 0.0, 1.0),
+        "swish": Activation(lambda x, alpha: F.silu(x), 0.0, math.sqrt(2)),
     }
 )
 

@@ -62,7 +62,7 @@ def activation(x: Tensor, act: str, alpha: float) -> Tensor:
     if act == "sigmoid":
         return 1 / (1 + torch.exp(-x))
     if act == "elu":
-        return torch.where(x > 0, x, alpha * (torch.exp(x) - 1))
+        return torch.where(x > 0, x, torch.exp(x) - 1)
     if act == "selu":
         return SELU_SCALE * torch.where(x > 0, x, SELU_ALPHA * (torch.exp(x) - 1))
     if act == "softplus":

@@ -37,10 +37,10 @@ __host__ __device__ inline float activation(Activation act, float z, float alpha
       if (order == 0) return s;
       return order == 1 ? s * (1.f - s) : s * (1.f - s) * (1.f - 2.f * s);
     }
-    case Activation::kElu:
-      if (order == 0) return z > 0.f ? z : alpha * expm1f(z);
-      if (order == 1) return z > 0.f ? 1.f : alpha * expf(z);
-      return z > 0.f ? 0.f : alpha * expf(z);
+    case Activation::kElu:  // NVIDIA's table: elu ignores alpha (always 1)
+      if (order == 0) return z > 0.f ? z : expm1f(z);
+      if (order == 1) return z > 0.f ? 1.f : expf(z);
+      return z > 0.f ? 0.f : expf(z);
     case Activation::kSelu:
       if (order == 0) return kSeluScale * (z > 0.f ? z : kSeluAlpha * expm1f(z));
       if (order == 1) return kSeluScale * (z > 0.f ? 1.f : kSeluAlpha * expf(z));
