@@ -46,13 +46,15 @@ import types
 import uuid
 
 _version = 6
+_sources = {}  # one source text per module, so a pickle holds each text once
 
 
 def persistent_class(orig_class, module_src=None):
     """A subclass of orig_class that pickles as _reconstruct_persistent_obj(meta)."""
     source = module_src
     if source is None:
-        source = inspect.getsource(sys.modules[orig_class.__module__])
+        module = sys.modules[orig_class.__module__]
+        source = _sources.setdefault(module.__name__, inspect.getsource(module))
 
     class Decorator(orig_class):
         _orig_module_src = source
@@ -270,3 +272,38 @@ def hostile_source(marker: Path, *networks: nn.Module) -> str:
     classes = {type(m) for net in (*networks, AugmentPipe()) for m in net.modules()}
     imports = sorted(f"from {cls.__module__} import {cls.__name__}" for cls in classes)
     return "\n".join([f"open({str(marker)!r}, 'w').write('module_src ran')", *imports, ""])
+
+
+FIXTURE = Path(__file__).resolve().parents[1] / "data" / "stylegan3" / "official-t16.pkl"
+FIXTURE_OUTPUTS = FIXTURE.with_suffix(".outputs.pt")
+FIXTURE_SEEDS = (0, 1, 2, 3)
+
+
+def write_fixture() -> None:
+    """Write the committed real-format pickle of the tiny test networks and what they output
+    (``G_ema`` images for ``FIXTURE_SEEDS`` as ``generate`` draws them, ``D`` logits of those
+    halved),
+    so tests load it as a user's file is loaded: ``python -m tests.stylegan3.official``."""
+    import tempfile
+
+    from src.stylegan3.generate import latents_for
+    from src.stylegan3.networks import Discriminator, Generator
+    from tests.stylegan3.tiny import D_KWARGS, G_KWARGS
+
+    torch.manual_seed(0)
+    g, g_ema, d = Generator(**G_KWARGS), Generator(**G_KWARGS), Discriminator(**D_KWARGS)
+    with torch.no_grad():
+        for param in g_ema.parameters():
+            param.mul_(0.9)
+    FIXTURE.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as folder, official_modules(Path(folder)) as stubs:
+        networks = {"G": (g, G_KWARGS), "D": (d, D_KWARGS), "G_ema": (g_ema, G_KWARGS)}
+        write_pickle(FIXTURE, snapshot(stubs, networks))
+    with torch.no_grad():
+        images = g_ema.eval()(latents_for(FIXTURE_SEEDS, g_ema.z_dim).float(), None)
+        logits = d.eval()(torch.nn.functional.avg_pool2d(images, 2), None)  # D is at 8 px
+    torch.save({"seeds": list(FIXTURE_SEEDS), "images": images, "logits": logits}, FIXTURE_OUTPUTS)
+
+
+if __name__ == "__main__":
+    write_fixture()
