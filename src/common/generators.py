@@ -112,17 +112,34 @@ def load_generator(path: str | os.PathLike[str], map_location: str = "cpu") -> G
             f"{source} is not an exported generator ({FORMAT}); export one with the training "
             "stage (it writes generator.pt) or the stage's export command"
         )
-    family = str(payload["family"])
-    config = dict(payload["config"])
-    module = resolve_builder(family)(config)
-    load_state_dict_checked(module, payload["state_dict"], str(source))
+    try:
+        family = str(payload["family"])
+        config = dict(payload["config"])
+        image_size = int(payload["image_size"])
+        low, high = (float(v) for v in payload.get("value_range", (-1.0, 1.0)))
+        meta = dict(payload.get("meta", {}))
+        state_dict = dict(payload["state_dict"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise UserError(
+            f"{source} is a damaged {FORMAT} file ({type(err).__name__}: {err}); export it again"
+        ) from None
+    build = resolve_builder(family)
+    try:
+        module = build(config)
+    except UserError:
+        raise
+    except Exception as err:  # a saved config is data: any failure to build is the file's
+        raise UserError(
+            f"{source}: its {family} config does not build a network ({type(err).__name__}: "
+            f"{err}); export it again"
+        ) from None
+    load_state_dict_checked(module, state_dict, str(source))
     module.eval()
-    low, high = payload.get("value_range", (-1.0, 1.0))
     return GeneratorBundle(
         module=module,
         family=family,
         config=config,
-        image_size=int(payload["image_size"]),
-        value_range=(float(low), float(high)),
-        meta=dict(payload.get("meta", {})),
+        image_size=image_size,
+        value_range=(low, high),
+        meta=meta,
     )

@@ -31,7 +31,6 @@ import inspect
 import io
 import os
 import pickle
-import zipfile
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -451,7 +450,7 @@ def load_networks(path: str | os.PathLike[str]) -> dict[str, Any]:
     source = Path(path)
     if not source.is_file():
         raise UserError(f"network file {source} does not exist; check the path")
-    if not zipfile.is_zipfile(source):
+    if file_kind(source) not in ("zip", "torch-legacy"):
         return load_official_pickle(source)
     checkpoint = load_checkpoint(source)
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
