@@ -58,7 +58,7 @@ def modulated_conv2d(
     unit variance when ``demodulate``, then ``noise`` added. Fused: one grouped conv with
     per-sample weights; else the activations are scaled before and after one shared conv."""
     batch = x.shape[0]
-    out_channels, in_channels, kh, kw = weight.shape
+    in_channels, kh, kw = weight.shape[1:]
     if x.dtype == torch.float16 and demodulate:
         # Pre-normalise so that the float16 products cannot overflow (the result is the same).
         weight = weight * (
