@@ -1,0 +1,327 @@
+"""StyleGAN2 family: the official networks' sizes and names, their ops, and official pickles of
+both releases loading exactly through the restricted unpickler."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+import sys
+import zipfile
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from src.common.errors import UserError
+from src.stylegan3.convert import main as convert_main
+from src.stylegan3.legacy import UnsafePickleError, load_networks, load_official_pickle
+from src.stylegan3.networks import Discriminator, family_from_keys, stylegan2
+from src.stylegan3.ops import setup_filter, upfirdn2d
+from src.stylegan3.stylegan2 import Generator, _resampled_conv, modulated_conv2d
+from tests.stylegan3.test_legacy import Persistent, Reduce, Stubs
+from tests.stylegan3.tiny import D_KWARGS, SG2_G_KWARGS
+
+# StyleGAN2-ADA's own pickles (converted from the TF release) record every option nested.
+ADA_G_KWARGS = {
+    "z_dim": 16,
+    "c_dim": 0,
+    "w_dim": 16,
+    "img_resolution": 16,
+    "img_channels": 3,
+    "mapping_kwargs": {
+        "num_layers": 3,
+        "embed_features": None,
+        "layer_features": None,
+        "activation": "lrelu",
+        "lr_multiplier": 0.01,
+        "w_avg_beta": 0.995,
+    },
+    "synthesis_kwargs": {
+        "channel_base": 128,
+        "channel_max": 32,
+        "num_fp16_res": 0,
+        "conv_clamp": None,
+        "architecture": "skip",
+        "resample_filter": [1, 3, 3, 1],
+        "use_noise": True,
+        "activation": "lrelu",
+    },
+}
+ADA_D_KWARGS = {
+    "c_dim": 0,
+    "img_resolution": 16,
+    "img_channels": 3,
+    "architecture": "resnet",
+    "channel_base": 128,
+    "channel_max": 32,
+    "num_fp16_res": 0,
+    "conv_clamp": None,
+    "cmap_dim": None,
+    "block_kwargs": {"activation": "lrelu", "resample_filter": [1, 3, 3, 1], "freeze_layers": 0},
+    "mapping_kwargs": {
+        "num_layers": 0,
+        "embed_features": None,
+        "layer_features": None,
+        "activation": "lrelu",
+        "lr_multiplier": 0.1,
+    },
+    "epilogue_kwargs": {
+        "mbstd_group_size": None,
+        "mbstd_num_channels": 1,
+        "activation": "lrelu",
+    },
+}
+SG2_D_KWARGS = {**D_KWARGS, "img_resolution": 16}
+TRAINING_SET = {"path": "faces.zip", "resolution": 16, "use_labels": False, "xflip": False}
+
+
+def official_block_keys(res: int, first: bool, torgb: bool, skip: bool) -> set[str]:
+    """State-dict keys of one official SynthesisBlock, written out from the release's layout."""
+    prefix = f"synthesis.b{res}."
+    keys = {prefix + "resample_filter"}
+    layer = ["weight", "bias", "noise_strength", "noise_const", "resample_filter"]
+    layer += ["affine.weight", "affine.bias"]
+    convs = ["conv1"] if first else ["conv0", "conv1"]
+    keys |= {f"{prefix}{conv}.{name}" for conv in convs for name in layer}
+    if first:
+        keys.add(prefix + "const")
+    if torgb:
+        keys |= {prefix + f"torgb.{n}" for n in ("weight", "bias", "affine.weight", "affine.bias")}
+    if skip:
+        keys |= {prefix + "skip.weight", prefix + "skip.resample_filter"}
+    return keys
+
+
+@pytest.mark.parametrize(
+    ("resolution", "mapping", "base", "g_params", "d_params", "num_ws"),
+    [(1024, 8, 32768, 30_370_060, 29_012_513, 18), (256, 2, 16384, 23_191_522, 24_001_089, 14)],
+)
+def test_official_sizes_and_names(
+    resolution: int, mapping: int, base: int, g_params: int, d_params: int, num_ws: int
+) -> None:
+    """Config F at 1024 and the StyleGAN3 repository's stylegan2 cfg at 256, as counted on the
+    official code."""
+    g = Generator(
+        512, 0, 512, resolution, 3, mapping_kwargs={"num_layers": mapping}, channel_base=base
+    )
+    d = Discriminator(0, resolution, 3, channel_base=base)
+    assert sum(p.numel() for p in g.parameters()) == g_params
+    assert sum(p.numel() for p in d.parameters()) == d_params
+    assert g.num_ws == g.mapping.num_ws == num_ws
+    expected = {f"mapping.fc{i}.{n}" for i in range(mapping) for n in ("weight", "bias")}
+    expected.add("mapping.w_avg")
+    for res in [2**i for i in range(2, resolution.bit_length())]:
+        expected |= official_block_keys(res, res == 4, True, False)
+    assert set(g.state_dict()) == expected
+    assert g.synthesis.b8.conv0.noise_const.shape == (8, 8)
+    assert g.synthesis.b4.const.shape == (512, 4, 4)
+
+
+def test_architectures_orig_and_resnet() -> None:
+    for architecture, torgb_blocks, skip in (("orig", {16}, False), ("resnet", {16}, True)):
+        g = Generator(**{**SG2_G_KWARGS, "architecture": architecture}).eval()
+        expected = {f"mapping.fc{i}.{n}" for i in range(2) for n in ("weight", "bias")}
+        expected.add("mapping.w_avg")
+        for res in (4, 8, 16):
+            expected |= official_block_keys(res, res == 4, res in torgb_blocks, skip and res > 4)
+        assert set(g.state_dict()) == expected
+        image = g(torch.randn(2, 16), None, noise_mode="const")
+        assert image.shape == (2, 3, 16, 16) and torch.isfinite(image).all()
+
+
+def test_upsampling_conv_equals_the_release_generic_path() -> None:
+    """The transposed-conv path equals the release's generic reference: zero-stuff, pad
+    [3, 2], FIR with gain 4, then a true convolution (flipped weights)."""
+    torch.manual_seed(0)
+    x, weight = torch.randn(2, 5, 6, 6), torch.randn(4, 5, 3, 3)
+    f = setup_filter([1, 3, 3, 1])
+    fast = _resampled_conv(x, weight, up=2, padding=1, groups=1, resample_filter=f)
+    reference = F.conv2d(upfirdn2d(x, f, up=2, padding=[3, 2, 3, 2], gain=4), weight.flip([2, 3]))
+    assert fast.shape == (2, 4, 12, 12)
+    torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_fused_and_unfused_modulated_conv_agree() -> None:
+    torch.manual_seed(0)
+    x, weight, styles = torch.randn(3, 5, 6, 6), torch.randn(4, 5, 3, 3), torch.randn(3, 5)
+    noise, f = torch.randn(3, 1, 12, 12), setup_filter([1, 3, 3, 1])
+    for up in (1, 2):
+        kwargs = {
+            "up": up,
+            "padding": 1,
+            "resample_filter": f,
+            "noise": noise[..., : 6 * up, : 6 * up],
+        }
+        fused = modulated_conv2d(x, weight, styles, fused_modconv=True, **kwargs)
+        split = modulated_conv2d(x, weight, styles, fused_modconv=False, **kwargs)
+        torch.testing.assert_close(fused, split, rtol=1e-5, atol=1e-5)
+    # Demodulated outputs have unit variance per output channel for unit-variance input.
+    out = modulated_conv2d(torch.randn(64, 5, 1, 1), weight[..., 1:2, 1:2], torch.rand(64, 5) + 0.5)
+    assert abs(float(out.square().mean()) - 1) < 0.3
+
+
+def test_noise_modes_and_truncation_cutoff() -> None:
+    torch.manual_seed(0)
+    g = Generator(**SG2_G_KWARGS).eval()
+    with torch.no_grad():
+        for name, param in g.named_parameters():
+            if name.endswith("noise_strength"):
+                param.fill_(0.5)
+        g.mapping.w_avg.normal_()
+        z = torch.randn(2, 16)
+        const = g(z, None, noise_mode="const")
+        assert torch.equal(const, g(z, None, noise_mode="const"))
+        assert not torch.allclose(const, g(z, None, noise_mode="none"))
+        assert not torch.allclose(g(z, None, noise_mode="random"), g(z, None, noise_mode="random"))
+        with pytest.raises(ValueError, match="noise_mode"):
+            g(z, None, noise_mode="fixed")
+        full = g.mapping(z, None)
+        cut = g.mapping(z, None, truncation_psi=0.5, truncation_cutoff=2)
+    torch.testing.assert_close(cut[:, :2], g.mapping.w_avg.lerp(full[:, :2], 0.5))
+    assert torch.equal(cut[:, 2:], full[:, 2:])
+
+
+def test_family_is_read_from_the_keys() -> None:
+    assert family_from_keys(Generator(**SG2_G_KWARGS).state_dict()) == "stylegan2"
+    assert family_from_keys(["synthesis.input.weight"]) == "stylegan3"
+    with pytest.raises(UserError, match="neither a StyleGAN2"):
+        family_from_keys(["mapping.fc0.weight"], "x.pkl")
+
+
+# ----------------------------------------------------------------- official pickles
+
+
+def easydicts(value: Any, stubs: Stubs) -> Any:
+    """Nested option dicts as the release's training scripts build them (``dnnlib.EasyDict``)."""
+    if isinstance(value, dict):
+        return stubs.util.EasyDict({k: easydicts(v, stubs) for k, v in value.items()})
+    return value
+
+
+def persistent(module: nn.Module, stubs: Stubs, marker: Path, kwargs: dict | None = None) -> Any:
+    """``module`` pickled as ``torch_utils.persistence`` pickles a persistent class instance:
+    meta ``type='class'``, ``version=6``, the module's source text, the bare class name and its
+    ``__dict__`` as the state, with ``_init_args`` / ``_init_kwargs`` recorded at construction."""
+    state = dict(module.__dict__)
+    state["_modules"] = OrderedDict(
+        (name, persistent(child, stubs, marker)) for name, child in module._modules.items()
+    )
+    state["_init_args"] = ()
+    state["_init_kwargs"] = {k: easydicts(v, stubs) for k, v in (kwargs or {}).items()}
+    meta = {
+        "type": "class",
+        "version": 6,
+        "module_src": f"open({str(marker)!r}, 'w').write('module_src ran')\n",
+        "class_name": type(module).__name__,
+        "state": state,
+    }
+    return Persistent(stubs.persistence._reconstruct_persistent_obj, meta)
+
+
+def write_release_pickle(
+    path: Path, stubs: Stubs, marker: Path, g_kwargs: dict, d_kwargs: dict
+) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """A snapshot as the training loop writes it: networks copied, eval, frozen, then
+    ``pickle.dump`` of ``training_set_kwargs, G, D, G_ema, augment_pipe``."""
+    torch.manual_seed(0)
+    g, d = Generator(**g_kwargs), Discriminator(**d_kwargs)
+    g_ema = copy.deepcopy(g)
+    with torch.no_grad():
+        for net in (g, g_ema):
+            for name, param in net.named_parameters():
+                if name.endswith("noise_strength"):
+                    param.normal_()
+        g_ema.mapping.w_avg.normal_()
+    nets = [copy.deepcopy(n).eval().requires_grad_(False) for n in (g, d, g_ema)]
+    data = {
+        "training_set_kwargs": dict(TRAINING_SET),
+        "G": persistent(nets[0], stubs, marker, g_kwargs),
+        "D": persistent(nets[1], stubs, marker, d_kwargs),
+        "G_ema": persistent(nets[2], stubs, marker, g_kwargs),
+        "augment_pipe": persistent(nn.Identity(), stubs, marker, {"xflip": 1, "rotate90": 1}),
+    }
+    with path.open("wb") as file:
+        pickle.dump(data, file)
+    stubs.remove()
+    return nets[0], nets[2], nets[1]
+
+
+def outputs(g: nn.Module, g_ema: nn.Module, d: nn.Module) -> list[torch.Tensor]:
+    rng = torch.Generator().manual_seed(1)
+    z = torch.randn([4, 16], generator=rng)
+    images = torch.randn([4, 3, 16, 16], generator=rng)
+    with torch.no_grad():
+        return [
+            g(z, None, noise_mode="const"),
+            g_ema(z, None, truncation_psi=0.7, noise_mode="const"),
+            d(images, None),
+        ]
+
+
+@pytest.fixture
+def stubs(tmp_path: Path) -> Any:
+    made = Stubs(tmp_path / "stubs")
+    try:
+        yield made
+    finally:
+        made.remove()
+
+
+@pytest.mark.parametrize(
+    ("g_kwargs", "d_kwargs"),
+    [(SG2_G_KWARGS, SG2_D_KWARGS), (ADA_G_KWARGS, ADA_D_KWARGS)],
+    ids=["stylegan3-repo", "stylegan2-ada"],
+)
+def test_release_pickles_load_exactly_and_run_no_code(
+    tmp_path: Path, stubs: Stubs, g_kwargs: dict, d_kwargs: dict
+) -> None:
+    path, marker = tmp_path / "network-snapshot.pkl", tmp_path / "marker.txt"
+    ours = write_release_pickle(path, stubs, marker, g_kwargs, d_kwargs)
+
+    loaded = load_official_pickle(path)
+
+    assert not marker.exists()
+    assert "torch_utils" not in sys.modules and "dnnlib" not in sys.modules
+    assert isinstance(loaded["G"], stylegan2.Generator)
+    assert isinstance(loaded["G_ema"], stylegan2.Generator)
+    got = outputs(loaded["G"].eval(), loaded["G_ema"].eval(), loaded["D"].eval())
+    for ref, out in zip(outputs(*ours), got, strict=True):
+        torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
+    assert loaded["configs"]["G"] == g_kwargs
+    assert loaded["training_set_kwargs"] == TRAINING_SET
+    assert loaded["augment_pipe"] == {"xflip": 1, "rotate90": 1}
+
+
+def test_release_pickle_converts_and_reloads(tmp_path: Path, stubs: Stubs) -> None:
+    official, ckpt = tmp_path / "net.pkl", tmp_path / "net.pt"
+    ours = write_release_pickle(official, stubs, tmp_path / "m", SG2_G_KWARGS, SG2_D_KWARGS)
+    convert_main([f"in={official}", f"out={ckpt}"])
+    assert zipfile.is_zipfile(ckpt)
+    loaded = load_networks(ckpt)
+    assert isinstance(loaded["G_ema"], stylegan2.Generator)
+    got = outputs(loaded["G"].eval(), loaded["G_ema"].eval(), loaded["D"].eval())
+    for ref, out in zip(outputs(*ours), got, strict=True):
+        torch.testing.assert_close(out, ref, rtol=0, atol=0)
+
+
+def test_hostile_stylegan2_pickle_is_refused(tmp_path: Path, stubs: Stubs) -> None:
+    path, marker = tmp_path / "evil.pkl", tmp_path / "marker.txt"
+    write_release_pickle(path, stubs, marker, SG2_G_KWARGS, SG2_D_KWARGS)
+    data = path.read_bytes()
+    path.write_bytes(pickle.dumps({"G": Reduce(eval, f"open({str(marker)!r}, 'w')")}) + data)
+    with pytest.raises(UnsafePickleError, match=r"builtins\.eval"):
+        load_official_pickle(path)
+    assert not marker.exists()
+
+
+def test_unknown_stylegan2_option_is_named(tmp_path: Path, stubs: Stubs) -> None:
+    path = tmp_path / "net.pkl"
+    write_release_pickle(path, stubs, tmp_path / "m", ADA_G_KWARGS, ADA_D_KWARGS)
+    raw = path.read_bytes().replace(b"use_noise", b"use_xoise")
+    path.write_bytes(raw)
+    with pytest.raises(UserError, match="does not implement: use_xoise"):
+        load_official_pickle(path)
