@@ -65,6 +65,7 @@ def generate_pairs(ctx: StageContext) -> list[str]:
         "rotate": float(p.rotate),
         "size": size,
         "batch_invariant": bool(p.batch_invariant),
+        "noise_mode": str(p.noise_mode),
     }
     renderer = PairRenderer(base, blended, **settings)
     # What made a pair: a recorded pair is reused only if all of this is unchanged.

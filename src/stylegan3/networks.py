@@ -26,6 +26,10 @@ def family_of(generator: nn.Module) -> str:
 def noise_kwargs(generator: nn.Module, noise_mode: str) -> dict[str, str]:
     """Call kwargs that pick ``noise_mode`` for a StyleGAN2 generator (or its synthesis);
     StyleGAN3 has no noise inputs, so nothing for it."""
+    if noise_mode not in stylegan2.NOISE_MODES:
+        raise UserError(
+            f"noise_mode: {noise_mode!r}; use one of {', '.join(stylegan2.NOISE_MODES)}"
+        )
     return {"noise_mode": noise_mode} if family_of(generator) == "stylegan2" else {}
 
 

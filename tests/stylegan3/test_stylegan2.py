@@ -11,13 +11,18 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from PIL import Image
 from torch import nn
 
 from src.common.errors import UserError
+from src.common.stage import CONFIG_DIR
 from src.stylegan3.convert import main as convert_main
+from src.stylegan3.generate import generate, to_pil
 from src.stylegan3.legacy import UnsafePickleError, load_networks, load_official_pickle
 from src.stylegan3.networks import Discriminator, family_from_keys, stylegan2
 from src.stylegan3.ops import setup_filter, upfirdn2d
@@ -325,3 +330,24 @@ def test_unknown_stylegan2_option_is_named(tmp_path: Path, stubs: Stubs) -> None
     path.write_bytes(raw)
     with pytest.raises(UserError, match="does not implement: use_xoise"):
         load_official_pickle(path)
+
+
+def test_generate_draws_a_seed_as_nvidia_tools_with_const_noise(
+    tmp_path: Path, stubs: Stubs
+) -> None:
+    path = tmp_path / "stylegan2.pkl"
+    _, g_ema, _ = write_release_pickle(path, stubs, tmp_path / "m", SG2_G_KWARGS, SG2_D_KWARGS)
+    with initialize_config_dir(config_dir=str(CONFIG_DIR / "stylegan3"), version_base="1.3"):
+        cfg = compose("generate", [f"ckpt={path}", f"outdir={tmp_path / 'out'}", "seeds=[7,3]"])
+    cfg.psi = 0.7
+    outdir = generate(cfg)
+    z = torch.from_numpy(np.random.RandomState(3).randn(1, 16)).float()
+    with torch.no_grad():
+        expected = to_pil(g_ema(z, None, truncation_psi=0.7, noise_mode="const"))[0]
+    assert np.array_equal(np.asarray(Image.open(outdir / "seed0003.png")), np.asarray(expected))
+    cfg.translate = [1, 0]
+    with pytest.raises(UserError, match="translate/rotate need a StyleGAN3 generator"):
+        generate(cfg)
+    cfg.translate, cfg.noise_mode = [0, 0], "fixed"
+    with pytest.raises(UserError, match="noise_mode: 'fixed'; use one of random, const, none"):
+        generate(cfg)
