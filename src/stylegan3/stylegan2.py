@@ -208,8 +208,11 @@ class SynthesisBlock(nn.Module):
         conv_clamp: float | None = None,
         use_fp16: bool = False,
         fp16_channels_last: bool = False,
+        fused_modconv_default: bool | str = "inference_only",
         **layer_kwargs: object,
     ) -> None:
+        """``fused_modconv_default``: per-sample (fused) weights always (True), never (False)
+        or only outside training (``inference_only``, StyleGAN2-ADA's rule)."""
         super().__init__()
         if architecture not in ARCHITECTURES:
             raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}")
@@ -220,6 +223,7 @@ class SynthesisBlock(nn.Module):
         self.img_channels = img_channels
         self.is_last = is_last
         self.architecture = architecture
+        self.fused_modconv_default = fused_modconv_default
         # Recorded as the release records it; this implementation runs in float32.
         self.use_fp16 = use_fp16
         self.register_buffer("resample_filter", setup_filter(resample_filter))
@@ -271,7 +275,8 @@ class SynthesisBlock(nn.Module):
         ``update_emas`` are accepted as the release's signature has them."""
         w_iter = iter(ws.unbind(dim=1))
         if fused_modconv is None:
-            # The release's rule: per-sample weights for inference, shared ones for training.
+            fused_modconv = self.fused_modconv_default
+        if fused_modconv == "inference_only":
             fused_modconv = not self.training
         if self.in_channels == 0:
             x = self.const.unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
