@@ -18,6 +18,7 @@ from src.stylegan3.generator import (
 )
 from src.stylegan3.layers import FullyConnectedLayer, MappingNetwork
 
+
 def family_of(generator: nn.Module) -> str:
     """The family of a generator module (``stylegan2`` or ``stylegan3``)."""
     return "stylegan2" if isinstance(generator, stylegan2.Generator) else "stylegan3"

@@ -7,9 +7,7 @@ import copy
 import pickle
 import sys
 import zipfile
-from collections import OrderedDict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -23,11 +21,25 @@ from src.common.errors import UserError
 from src.common.stage import CONFIG_DIR
 from src.stylegan3.convert import main as convert_main
 from src.stylegan3.generate import generate, to_pil
-from src.stylegan3.legacy import UnsafePickleError, load_networks, load_official_pickle
-from src.stylegan3.networks import Discriminator, family_from_keys, stylegan2
+from src.stylegan3.legacy import (
+    UnsafePickleError,
+    load_networks,
+    load_official_pickle,
+    network_family,
+)
+from src.stylegan3.networks import Discriminator, stylegan2
 from src.stylegan3.ops import setup_filter, upfirdn2d
 from src.stylegan3.stylegan2 import Generator, _resampled_conv, modulated_conv2d
-from tests.stylegan3.test_legacy import Persistent, Reduce, Stubs
+from tests.stylegan3.official import (
+    AUGMENT_KWARGS,
+    TRAINING_SET_KWARGS,
+    OfficialModules,
+    hostile_source,
+    official_modules,
+    snapshot,
+    write_pickle,
+)
+from tests.stylegan3.test_legacy import Reduce
 from tests.stylegan3.tiny import D_KWARGS, SG2_G_KWARGS
 
 # StyleGAN2-ADA's own pickles (converted from the TF release) record every option nested.
@@ -81,7 +93,6 @@ ADA_D_KWARGS = {
     },
 }
 SG2_D_KWARGS = {**D_KWARGS, "img_resolution": 16}
-TRAINING_SET = {"path": "faces.zip", "resolution": 16, "use_labels": False, "xflip": False}
 
 
 def official_block_keys(res: int, first: bool, torgb: bool, skip: bool) -> set[str]:
@@ -191,47 +202,18 @@ def test_noise_modes_and_truncation_cutoff() -> None:
 
 
 def test_family_is_read_from_the_keys() -> None:
-    assert family_from_keys(Generator(**SG2_G_KWARGS).state_dict()) == "stylegan2"
-    assert family_from_keys(["synthesis.input.weight"]) == "stylegan3"
-    with pytest.raises(UserError, match="neither a StyleGAN2"):
-        family_from_keys(["mapping.fc0.weight"], "x.pkl")
+    keys = Generator(**SG2_G_KWARGS).state_dict()
+    assert network_family("G_ema", "Generator", keys, "x.pkl") == "stylegan2"
+    assert network_family("G", "Generator", ["synthesis.input.freqs"], "x.pkl") == "stylegan3"
 
 
 # ----------------------------------------------------------------- official pickles
 
 
-def easydicts(value: Any, stubs: Stubs) -> Any:
-    """Nested option dicts as the release's training scripts build them (``dnnlib.EasyDict``)."""
-    if isinstance(value, dict):
-        return stubs.util.EasyDict({k: easydicts(v, stubs) for k, v in value.items()})
-    return value
-
-
-def persistent(module: nn.Module, stubs: Stubs, marker: Path, kwargs: dict | None = None) -> Any:
-    """``module`` pickled as ``torch_utils.persistence`` pickles a persistent class instance:
-    meta ``type='class'``, ``version=6``, the module's source text, the bare class name and its
-    ``__dict__`` as the state, with ``_init_args`` / ``_init_kwargs`` recorded at construction."""
-    state = dict(module.__dict__)
-    state["_modules"] = OrderedDict(
-        (name, persistent(child, stubs, marker)) for name, child in module._modules.items()
-    )
-    state["_init_args"] = ()
-    state["_init_kwargs"] = {k: easydicts(v, stubs) for k, v in (kwargs or {}).items()}
-    meta = {
-        "type": "class",
-        "version": 6,
-        "module_src": f"open({str(marker)!r}, 'w').write('module_src ran')\n",
-        "class_name": type(module).__name__,
-        "state": state,
-    }
-    return Persistent(stubs.persistence._reconstruct_persistent_obj, meta)
-
-
-def write_release_pickle(
-    path: Path, stubs: Stubs, marker: Path, g_kwargs: dict, d_kwargs: dict
-) -> tuple[nn.Module, nn.Module, nn.Module]:
-    """A snapshot as the training loop writes it: networks copied, eval, frozen, then
-    ``pickle.dump`` of ``training_set_kwargs, G, D, G_ema, augment_pipe``."""
+def release_networks(
+    g_kwargs: dict, d_kwargs: dict
+) -> tuple[stylegan2.Generator, stylegan2.Generator, Discriminator]:
+    """G, G_ema and D of ours with noise strengths and ``w_avg`` moved off their zero init."""
     torch.manual_seed(0)
     g, d = Generator(**g_kwargs), Discriminator(**d_kwargs)
     g_ema = copy.deepcopy(g)
@@ -241,18 +223,22 @@ def write_release_pickle(
                 if name.endswith("noise_strength"):
                     param.normal_()
         g_ema.mapping.w_avg.normal_()
-    nets = [copy.deepcopy(n).eval().requires_grad_(False) for n in (g, d, g_ema)]
-    data = {
-        "training_set_kwargs": dict(TRAINING_SET),
-        "G": persistent(nets[0], stubs, marker, g_kwargs),
-        "D": persistent(nets[1], stubs, marker, d_kwargs),
-        "G_ema": persistent(nets[2], stubs, marker, g_kwargs),
-        "augment_pipe": persistent(nn.Identity(), stubs, marker, {"xflip": 1, "rotate90": 1}),
-    }
-    with path.open("wb") as file:
-        pickle.dump(data, file)
+    return g.eval(), g_ema.eval(), d.eval()
+
+
+def write_release_pickle(
+    path: Path,
+    stubs: OfficialModules,
+    g_kwargs: dict,
+    d_kwargs: dict,
+    module_src: str | None = None,
+) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """A ``network-snapshot`` pickle of :func:`release_networks` in NVIDIA's format."""
+    g, g_ema, d = release_networks(g_kwargs, d_kwargs)
+    networks = {"G": (g, g_kwargs), "D": (d, d_kwargs), "G_ema": (g_ema, g_kwargs)}
+    write_pickle(path, snapshot(stubs, networks, module_src))
     stubs.remove()
-    return nets[0], nets[2], nets[1]
+    return g, g_ema, d
 
 
 def outputs(g: nn.Module, g_ema: nn.Module, d: nn.Module) -> list[torch.Tensor]:
@@ -267,25 +253,17 @@ def outputs(g: nn.Module, g_ema: nn.Module, d: nn.Module) -> list[torch.Tensor]:
         ]
 
 
-@pytest.fixture
-def stubs(tmp_path: Path) -> Any:
-    made = Stubs(tmp_path / "stubs")
-    try:
-        yield made
-    finally:
-        made.remove()
-
-
 @pytest.mark.parametrize(
     ("g_kwargs", "d_kwargs"),
     [(SG2_G_KWARGS, SG2_D_KWARGS), (ADA_G_KWARGS, ADA_D_KWARGS)],
     ids=["stylegan3-repo", "stylegan2-ada"],
 )
 def test_release_pickles_load_exactly_and_run_no_code(
-    tmp_path: Path, stubs: Stubs, g_kwargs: dict, d_kwargs: dict
+    tmp_path: Path, official_stubs: OfficialModules, g_kwargs: dict, d_kwargs: dict
 ) -> None:
     path, marker = tmp_path / "network-snapshot.pkl", tmp_path / "marker.txt"
-    ours = write_release_pickle(path, stubs, marker, g_kwargs, d_kwargs)
+    hostile = hostile_source(marker, *release_networks(g_kwargs, d_kwargs))
+    ours = write_release_pickle(path, official_stubs, g_kwargs, d_kwargs, hostile)
 
     loaded = load_official_pickle(path)
 
@@ -297,13 +275,18 @@ def test_release_pickles_load_exactly_and_run_no_code(
     for ref, out in zip(outputs(*ours), got, strict=True):
         torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
     assert loaded["configs"]["G"] == g_kwargs
-    assert loaded["training_set_kwargs"] == TRAINING_SET
-    assert loaded["augment_pipe"] == {"xflip": 1, "rotate90": 1}
+    assert loaded["training_set_kwargs"] == TRAINING_SET_KWARGS
+    assert loaded["augment_pipe"] == AUGMENT_KWARGS
+    with official_modules(tmp_path / "again"):  # control: NVIDIA's loader would run it
+        pickle.loads(path.read_bytes())
+    assert marker.read_text() == "module_src ran"
 
 
-def test_release_pickle_converts_and_reloads(tmp_path: Path, stubs: Stubs) -> None:
+def test_release_pickle_converts_and_reloads(
+    tmp_path: Path, official_stubs: OfficialModules
+) -> None:
     official, ckpt = tmp_path / "net.pkl", tmp_path / "net.pt"
-    ours = write_release_pickle(official, stubs, tmp_path / "m", SG2_G_KWARGS, SG2_D_KWARGS)
+    ours = write_release_pickle(official, official_stubs, SG2_G_KWARGS, SG2_D_KWARGS)
     convert_main([f"in={official}", f"out={ckpt}"])
     assert zipfile.is_zipfile(ckpt)
     loaded = load_networks(ckpt)
@@ -313,9 +296,11 @@ def test_release_pickle_converts_and_reloads(tmp_path: Path, stubs: Stubs) -> No
         torch.testing.assert_close(out, ref, rtol=0, atol=0)
 
 
-def test_hostile_stylegan2_pickle_is_refused(tmp_path: Path, stubs: Stubs) -> None:
+def test_hostile_stylegan2_pickle_is_refused(
+    tmp_path: Path, official_stubs: OfficialModules
+) -> None:
     path, marker = tmp_path / "evil.pkl", tmp_path / "marker.txt"
-    write_release_pickle(path, stubs, marker, SG2_G_KWARGS, SG2_D_KWARGS)
+    write_release_pickle(path, official_stubs, SG2_G_KWARGS, SG2_D_KWARGS)
     data = path.read_bytes()
     path.write_bytes(pickle.dumps({"G": Reduce(eval, f"open({str(marker)!r}, 'w')")}) + data)
     with pytest.raises(UnsafePickleError, match=r"builtins\.eval"):
@@ -323,9 +308,9 @@ def test_hostile_stylegan2_pickle_is_refused(tmp_path: Path, stubs: Stubs) -> No
     assert not marker.exists()
 
 
-def test_unknown_stylegan2_option_is_named(tmp_path: Path, stubs: Stubs) -> None:
+def test_unknown_stylegan2_option_is_named(tmp_path: Path, official_stubs: OfficialModules) -> None:
     path = tmp_path / "net.pkl"
-    write_release_pickle(path, stubs, tmp_path / "m", ADA_G_KWARGS, ADA_D_KWARGS)
+    write_release_pickle(path, official_stubs, ADA_G_KWARGS, ADA_D_KWARGS)
     raw = path.read_bytes().replace(b"use_noise", b"use_xoise")
     path.write_bytes(raw)
     with pytest.raises(UserError, match="does not implement: use_xoise"):
@@ -333,10 +318,10 @@ def test_unknown_stylegan2_option_is_named(tmp_path: Path, stubs: Stubs) -> None
 
 
 def test_generate_draws_a_seed_as_nvidia_tools_with_const_noise(
-    tmp_path: Path, stubs: Stubs
+    tmp_path: Path, official_stubs: OfficialModules
 ) -> None:
     path = tmp_path / "stylegan2.pkl"
-    _, g_ema, _ = write_release_pickle(path, stubs, tmp_path / "m", SG2_G_KWARGS, SG2_D_KWARGS)
+    _, g_ema, _ = write_release_pickle(path, official_stubs, SG2_G_KWARGS, SG2_D_KWARGS)
     with initialize_config_dir(config_dir=str(CONFIG_DIR / "stylegan3"), version_base="1.3"):
         cfg = compose("generate", [f"ckpt={path}", f"outdir={tmp_path / 'out'}", "seeds=[7,3]"])
     cfg.psi = 0.7

@@ -63,8 +63,7 @@ def write_tiny_checkpoint(
     import torch
 
     from src.common.checkpoint import save_checkpoint
-    from src.stylegan3.legacy import to_checkpoint
-    from src.stylegan3.legacy import GENERATORS
+    from src.stylegan3.legacy import GENERATORS, to_checkpoint
     from src.stylegan3.networks import Discriminator
 
     g_kwargs = {**(SG2_G_KWARGS if family == "stylegan2" else G_KWARGS), **g_changes}
