@@ -105,3 +105,15 @@ def test_stage_swaps_stylegan2_blocks(tmp_path: Path, sg2_pair) -> None:
         assert torch.equal(state[key_hi], tuned_nets[kind].state_dict()[key_hi])
         assert torch.equal(state[key_lo], base_nets[kind].state_dict()[key_lo])
     assert (Path(cfg.out_dir) / "preview.png").is_file()
+
+
+def test_toonify_sg2_experiment_swaps_at_32_px() -> None:
+    from src.stylegan3.stylegan2 import Generator
+    from tests.test_configs import compose_stage
+
+    cfg = compose_stage("blend", ["+experiment=toonify_sg2_256"])
+    assert str(cfg.blend.base).endswith("weights/stylegan2-ffhqu-256x256.pkl")
+    layers = synthesis_layers(Generator(16, 0, 16, 256, 3, channel_base=64, channel_max=8))
+    listed = resolve_weights(list(cfg.blend.weights), layers)
+    assert listed == resolve_weights({"by": "resolution", "switch_at": 32, "width": 0}, layers)
+    assert listed == [0, 0, 0, 1, 1, 1, 1]

@@ -206,3 +206,16 @@ def test_stage_options_for_cfg_stylegan2() -> None:
     assert "magnitude_ema_beta" not in options.G_kwargs
     sg3 = training_options(compose_stage("stylegan3", ["stylegan3.data=/d"]).stylegan3, seed=0)
     assert (sg3.pl_weight, sg3.style_mixing, sg3.glr, sg3.family) == (0, 0, 0.0025, "stylegan3")
+
+
+def test_toonify_sg2_experiment_fine_tunes_the_official_256_stylegan2() -> None:
+    from src.stylegan3.__main__ import training_options
+    from tests.test_configs import compose_stage
+
+    cfg = compose_stage("stylegan3", ["+experiment=toonify_sg2_256", "stylegan3.data=/cartoons"])
+    options = training_options(cfg.stylegan3, seed=0)
+    assert options.family == "stylegan2" and options.pl_weight == 2
+    assert str(options.init_from).endswith("weights/stylegan2-ffhqu-256x256.pkl")
+    assert options.G_kwargs["channel_base"] == 16384
+    assert options.G_kwargs["mapping_kwargs"] == {"num_layers": 2}
+    assert options.ema_rampup is None and options.ada_kimg == 100
