@@ -113,7 +113,7 @@ def test_toonify_sg2_experiment_swaps_at_32_px() -> None:
 
     cfg = compose_stage("blend", ["+experiment=toonify_sg2_256"])
     assert str(cfg.blend.base).endswith("weights/stylegan2-ffhqu-256x256.pkl")
-    layers = synthesis_layers(Generator(16, 0, 16, 256, 3, channel_base=64, channel_max=8))
+    layers = synthesis_layers(Generator(16, 0, 16, 256, 3, channel_base=2048, channel_max=8))
     listed = resolve_weights(list(cfg.blend.weights), layers)
     assert listed == resolve_weights({"by": "resolution", "switch_at": 32, "width": 0}, layers)
     assert listed == [0, 0, 0, 1, 1, 1, 1]
