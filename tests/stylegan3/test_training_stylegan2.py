@@ -219,3 +219,71 @@ def test_toonify_sg2_experiment_fine_tunes_the_official_256_stylegan2() -> None:
     assert options.G_kwargs["channel_base"] == 16384
     assert options.G_kwargs["mapping_kwargs"] == {"num_layers": 2}
     assert options.ema_rampup is None and options.ada_kimg == 100
+
+
+def stage_overrides(stage: str, root: Path, data: Path, *extra: str) -> list[str]:
+    """A tiny 16 px cfg=stylegan2 run of ``stage`` (stylegan3 or its stylegan3_photo alias)."""
+    return [
+        f"paths.root_dir={root}",
+        "run_name=sg2",
+        "logger=none",
+        "callbacks=minimal",
+        f"{stage}.cfg=stylegan2",
+        f"{stage}.data={data}",
+        f"{stage}.resolution=16",
+        f"{stage}.batch=4",
+        f"{stage}.kimg=0.008",
+        f"{stage}.snap=0.008",
+        f"{stage}.num_workers=0",
+        f"{stage}.mbstd_group=2",
+        f"{stage}.grid_size=4",
+        f"{stage}.aug=none",
+        f"{stage}.G.z_dim=16",
+        f"{stage}.G.w_dim=16",
+        f"{stage}.G.channel_base=128",
+        f"{stage}.G.channel_max=32",
+        f"{stage}.D.channel_base=256",
+        f"{stage}.D.channel_max=32",
+        *extra,
+    ]
+
+
+@pytest.mark.slow
+def test_stages_train_a_photo_generator_then_fine_tune_it(tmp_path: Path) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from src.common.stage import CONFIG_DIR, execute_stage
+    from src.stylegan3.__main__ import train
+    from src.stylegan3.legacy import load_networks
+
+    photos = write_images(tmp_path / "photos", seed=1)
+    cartoons = write_images(tmp_path / "cartoons", seed=2)
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        photo_cfg = compose("stylegan3_photo", stage_overrides("stylegan3_photo", tmp_path, photos))
+    execute_stage("stylegan3_photo", train, photo_cfg)
+    photo = Path(photo_cfg.out_dir) / "network-final.pt"
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        tune_cfg = compose(
+            "stylegan3",
+            stage_overrides(
+                "stylegan3",
+                tmp_path,
+                cartoons,
+                f"stylegan3.init_from={photo}",
+                "stylegan3.freeze_d=2",
+            ),
+        )
+    execute_stage("stylegan3", train, tune_cfg)
+
+    start, tuned = load_networks(photo), load_networks(Path(tune_cfg.out_dir) / "network-final.pt")
+    assert isinstance(tuned["G_ema"], stylegan2.Generator)
+    assert any(
+        not torch.equal(v, start["G"].state_dict()[k]) for k, v in tuned["G"].state_dict().items()
+    )
+    # freeze_d 2 keeps D's fromrgb and first conv at the photo generator's values.
+    for key in ("b16.fromrgb.weight", "b16.conv0.weight"):
+        assert torch.equal(tuned["D"].state_dict()[key], start["D"].state_dict()[key])
+    assert not torch.equal(
+        tuned["D"].state_dict()["b16.conv1.weight"], start["D"].state_dict()["b16.conv1.weight"]
+    )
+    assert (Path(tune_cfg.out_dir) / "init_vs_final.png").is_file()
