@@ -320,7 +320,7 @@ SIZE_LIMITS: dict[str, tuple[int, int]] = {
     "mbstd_num_channels": (0, 64),
     "freeze_layers": (0, 1024),
 }
-NESTED_KWARGS = ("mapping_kwargs", "block_kwargs", "epilogue_kwargs")
+NESTED_KWARGS = ("mapping_kwargs", "block_kwargs", "epilogue_kwargs", "synthesis_kwargs")
 
 
 def check_sizes(kind: str, config: dict[str, Any], source: str = "the config") -> None:

@@ -23,6 +23,7 @@ from src.stylegan3.convert import main as convert_main
 from src.stylegan3.generate import generate, to_pil
 from src.stylegan3.legacy import (
     UnsafePickleError,
+    build_network,
     load_networks,
     load_official_pickle,
     network_family,
@@ -336,3 +337,11 @@ def test_generate_draws_a_seed_as_nvidia_tools_with_const_noise(
     cfg.translate, cfg.noise_mode = [0, 0], "fixed"
     with pytest.raises(UserError, match="noise_mode: 'fixed'; use one of random, const, none"):
         generate(cfg)
+
+
+def test_sizes_nested_under_synthesis_kwargs_are_checked() -> None:
+    """StyleGAN2-ADA records sizes under synthesis_kwargs; a damaged one is refused before
+    anything is allocated, as the flat ones are."""
+    synthesis = {**ADA_G_KWARGS["synthesis_kwargs"], "channel_max": 1 << 30}
+    with pytest.raises(UserError, match=r"synthesis_kwargs.channel_max=1073741824, not a whole"):
+        build_network("G", {**ADA_G_KWARGS, "synthesis_kwargs": synthesis}, "stylegan2")
