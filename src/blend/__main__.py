@@ -1,4 +1,5 @@
-"""``python -m src.blend +experiment=...``: blend a real-face and a cartoon StyleGAN3 generator.
+"""``python -m src.blend +experiment=...``: blend a real-face and a cartoon StyleGAN generator
+(StyleGAN3, or StyleGAN2 by blocks ``b4`` .. ``b{res}``).
 
 Writes ``network-blended.pt`` (our StyleGAN3 checkpoint format, with the blend recorded under
 ``blend``) and ``preview.png`` (base | blended | tuned for a few seeds, also in TensorBoard).
@@ -19,6 +20,7 @@ from rich.table import Table
 from src.blend.blending import (
     BlendLayer,
     blend_generators,
+    check_same_family,
     resolve_weights,
     synthesis_layers,
 )
@@ -30,6 +32,7 @@ from src.common.stage import StageContext, run_stage
 from src.common.visual import contact_sheet, enlarge_small, write_tensorboard_picture
 from src.stylegan3.generate import latents_for, parse_seeds, to_pil
 from src.stylegan3.legacy import load_networks, to_checkpoint
+from src.stylegan3.networks import noise_kwargs
 
 CHECKPOINT = "network-blended.pt"
 PREVIEW = "preview.png"
@@ -47,7 +50,10 @@ def preview_sheet(
     z = latents_for(seeds, blended.z_dim).float()
     with torch.no_grad():
         ws = blended.mapping(z, None, truncation_psi=psi)
-        columns = [to_pil(net.synthesis(ws)) for net in (base, blended, tuned)]
+        columns = [
+            to_pil(net.synthesis(ws, **noise_kwargs(net, "const")))
+            for net in (base, blended, tuned)
+        ]
     cells = [picture for row in zip(*columns, strict=True) for picture in row]
     captions = [f"{kind} {seed}" for seed in seeds for kind in ("base", "blend", "tuned")]
     return contact_sheet(enlarge_small(cells), columns=3, captions=captions)
@@ -71,6 +77,7 @@ def blend(ctx: StageContext) -> list[str]:
     for networks, path in ((base, base_path), (tuned, tuned_path)):
         if networks["G_ema"].c_dim:
             raise UserError(f"{path} is a conditional generator; blend needs unconditional ones")
+    check_same_family(base["G_ema"], tuned["G_ema"])
     layers = synthesis_layers(base["G_ema"])
     spec = OmegaConf.to_container(p.weights) if OmegaConf.is_config(p.weights) else p.weights
     weights = resolve_weights(spec, layers, p.input_layer)

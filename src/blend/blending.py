@@ -1,7 +1,9 @@
-"""Layer-wise blending of two StyleGAN3 generators of the same architecture.
+"""Layer-wise blending of two StyleGAN generators of the same architecture (and family).
 
-Every parameter and buffer of synthesis layer ``i`` (``synthesis.input``, then ``L0`` .. ``LN``
-in the generator's own order) becomes ``tuned * b[i] + base * (1 - b[i])``. With the base a
+Every parameter and buffer of synthesis layer ``i`` becomes ``tuned * b[i] + base * (1 - b[i])``.
+A StyleGAN3 generator's layers are ``synthesis.input``, then ``L0`` .. ``LN`` in its own order; a
+StyleGAN2 generator's are its blocks ``b4``, ``b8``, .. ``b{res}`` (convs, noise and ToRGB), so a
+hard switch by resolution is Toonify's layer swap. With the base a
 real-face generator and the tuned one its cartoon fine-tune, low weights on the early, coarse
 layers keep the face's structure and high weights on the late ones bring the cartoon look.
 
@@ -29,10 +31,11 @@ import torch
 from torch import nn
 
 from src.common.errors import UserError
+from src.stylegan3.networks import family_of
 
 INPUT = "input"
 # Buffers fixed at construction: two generators that blend must hold the same values.
-FIXED_BUFFERS = ("up_filter", "down_filter", "freqs", "phases", "transform")
+FIXED_BUFFERS = ("up_filter", "down_filter", "freqs", "phases", "transform", "resample_filter")
 Source = Literal["base", "tuned"]
 Choice = Literal["blend", "base", "tuned"]
 InputPolicy = Literal["first", "base", "tuned"]
@@ -49,8 +52,11 @@ class BlendLayer:
 
 
 def synthesis_layers(generator: nn.Module) -> list[BlendLayer]:
-    """The generator's synthesis layers in order: the Fourier input, then L0 .. LN."""
+    """The generator's synthesis layers in order: the Fourier input, then L0 .. LN (StyleGAN3),
+    or the blocks b4 .. b{res} (StyleGAN2)."""
     synthesis = generator.synthesis
+    if family_of(generator) == "stylegan2":
+        return [BlendLayer(f"b{res}", f"b{res}", res) for res in synthesis.block_resolutions]
     specs = synthesis.specs
     layers = [BlendLayer(INPUT, INPUT, specs[0].sampling_rate)]
     for name, spec in zip(synthesis.layer_names, specs, strict=True):
@@ -78,6 +84,13 @@ def weights_from_list(
     """One weight per layer from a list of len(L layers) entries (``input_layer`` decides the
     input's) or of one entry per layer including the input."""
     count = len(layers)
+    if layers[0].name != INPUT:
+        if len(values) != count:
+            raise UserError(
+                f"blend.weights has {len(values)} entries; this generator needs {count} "
+                f"({layers[0].short}..{layers[-1].short}), or a mapping by layer name"
+            )
+        return [_checked_weight(v, f"blend.weights[{i}]") for i, v in enumerate(values)]
     if len(values) not in (count - 1, count):
         raise UserError(
             f"blend.weights has {len(values)} entries; this generator needs {count - 1} "
@@ -180,6 +193,15 @@ def architecture_difference(base: nn.Module, tuned: nn.Module) -> str | None:
     return f"{extra[0]} exists only in the tuned generator" if extra else None
 
 
+def check_same_family(base: nn.Module, tuned: nn.Module) -> None:
+    """Refuse, in one line, to blend a StyleGAN2 with a StyleGAN3 generator."""
+    if family_of(base) != family_of(tuned):
+        raise UserError(
+            f"the base is a {family_of(base)} generator and the tuned one a {family_of(tuned)} "
+            "generator; blending needs two generators of one family"
+        )
+
+
 def _layer_of(key: str, layers: Sequence[BlendLayer]) -> int:
     for index, layer in enumerate(layers):
         if key.startswith(f"synthesis.{layer.name}."):
@@ -203,6 +225,7 @@ def blend_generators(
         raise UserError(f"blend.mapping_from: {mapping_from!r}; use base or tuned")
     if affine not in ("blend", "base", "tuned"):
         raise UserError(f"blend.affine: {affine!r}; use blend, base or tuned")
+    check_same_family(base, tuned)
     difference = architecture_difference(base, tuned)
     if difference:
         raise UserError(

@@ -2,11 +2,13 @@
 
 A pair is one seed: ``z`` from ``RandomState(seed)`` (as NVIDIA's tools draw it), ``w`` from a
 mapping network, image A from the base (real-face) generator and image B from the blended
-(cartoon) one. Files ``A/{seed:06d}.png`` and ``B/{seed:06d}.png`` appear atomically (temp file
-+ rename); only then is the pair's row (SHA-256 of both images and the recipe that made them)
-appended to a journal. A later run trusts a pair only when its row matches the current recipe
-and both files still hash to the recorded digests, so a run killed at any instant resumes with
-no partial file and no duplicate, and ``manifest.jsonl`` is rebuilt from verified rows only.
+(cartoon) one; StyleGAN2 generators also share their stored noise (``noise_mode='const'``), so
+A and B differ only by the weights. Files ``A/{seed:06d}.png`` and ``B/{seed:06d}.png`` appear
+atomically (temp file + rename); only then is the pair's row (SHA-256 of both images and the
+recipe that made them) appended to a journal. A later run trusts a pair only when its row
+matches the current recipe and both files still hash to the recorded digests, so a run killed at
+any instant resumes with no partial file and no duplicate, and ``manifest.jsonl`` is rebuilt
+from verified rows only.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from torch import nn
 from src.common.errors import UserError
 from src.common.fileio import atomic_open, atomic_path, sha256_file
 from src.stylegan3.generate import input_transform, latents_for, to_pil
+from src.stylegan3.networks import family_of, noise_kwargs
 
 MANIFEST = "manifest.jsonl"
 JOURNAL_DIR = "journal"
@@ -51,13 +54,13 @@ def unique_seeds(seeds: Iterable[int]) -> list[int]:
 
 
 class PairRenderer(nn.Module):
-    """Seeds -> (A, B) pictures from a base and a blended StyleGAN3 generator.
+    """Seeds -> (A, B) pictures from a base and a blended generator (StyleGAN3 or StyleGAN2).
 
     ``w_source`` ``base`` feeds the base mapping's ``w`` to both generators (the pair shares
     ``w`` exactly); ``own`` gives each generator its own mapping. With ``batch_invariant`` every
     seed runs through the networks alone, so its pixels never depend on the other seeds of a
     batch (CPU kernels round differently for different batch shapes); otherwise one forward
-    pass per batch, faster on GPUs.
+    pass per batch, faster on GPUs. ``noise_mode`` is StyleGAN2's (const, random or none).
     """
 
     def __init__(
@@ -72,6 +75,7 @@ class PairRenderer(nn.Module):
         rotate: float = 0.0,
         size: int | None = None,
         batch_invariant: bool = True,
+        noise_mode: str = "const",
     ) -> None:
         super().__init__()
         if w_source not in W_SOURCES:
@@ -85,6 +89,12 @@ class PairRenderer(nn.Module):
                 f"the blended {blended.img_resolution} px from z_dim {blended.z_dim}; use a "
                 "blend of this base"
             )
+        if family_of(base) != family_of(blended):
+            raise UserError(
+                f"dataset_gen: the base is a {family_of(base)} generator, the blended a "
+                f"{family_of(blended)} one; use a blend of this base"
+            )
+        self.noise = noise_kwargs(base, noise_mode)
         self.base = base.eval().requires_grad_(False)
         self.blended = blended.eval().requires_grad_(False)
         self.psi = psi
@@ -92,6 +102,10 @@ class PairRenderer(nn.Module):
         self.w_source = w_source
         self.size = size
         self.batch_invariant = batch_invariant
+        if family_of(base) == "stylegan2":
+            if any(translate) or rotate:
+                raise UserError("dataset_gen.translate/rotate need StyleGAN3 generators; set 0")
+            return
         transform = input_transform(translate, rotate, base.img_resolution)
         for net in (self.base, self.blended):
             net.synthesis.input.transform.copy_(transform)
@@ -111,7 +125,7 @@ class PairRenderer(nn.Module):
         z = latents_for(list(seeds), self.base.z_dim).to(device=device, dtype=torch.float32)
         ws_a = self._ws(self.base, z)
         ws_b = ws_a if self.w_source == "base" else self._ws(self.blended, z)
-        return self.base.synthesis(ws_a), self.blended.synthesis(ws_b)
+        return self.base.synthesis(ws_a, **self.noise), self.blended.synthesis(ws_b, **self.noise)
 
     def forward(self, seeds: Sequence[int]) -> list[tuple[Image.Image, Image.Image]]:
         """The (A, B) pictures of every seed, resized to ``size`` when set."""

@@ -1,4 +1,5 @@
-"""``python -m src.stylegan3 +experiment=...``: train or fine-tune a StyleGAN3 (the chain's
+"""``python -m src.stylegan3 +experiment=...``: train or fine-tune a StyleGAN3, or a StyleGAN2
+with ``stylegan3.cfg=stylegan2`` (the chain's
 ``stylegan3`` stage, and ``stylegan3_photo`` through ``--config-name=stylegan3_photo``).
 
 Writes ``network-final.pt`` (our StyleGAN3 checkpoint format, see ``legacy.load_networks``),
@@ -38,7 +39,13 @@ def training_options(params: DictConfig, seed: int) -> Any:
     resolution, batch = int(p["resolution"]), int(p["batch"])
     fine_tuning = bool(p.get("init_from"))
     architecture = str(p["cfg"])
+    stylegan2 = architecture == "stylegan2"
     default_blur = 10.0 if architecture == "stylegan3-r" and not fine_tuning else 0.0
+
+    def preset(key: str, for_stylegan2: float, otherwise: float) -> float:
+        value = p.get(key)
+        return float(value) if value is not None else (for_stylegan2 if stylegan2 else otherwise)
+
     return TrainingOptions(
         data=str(p["data"]),
         resolution=resolution,
@@ -50,7 +57,7 @@ def training_options(params: DictConfig, seed: int) -> Any:
         kimg=float(p["kimg"]),
         snap=float(p["snap"]),
         mirror=bool(p["mirror"]),
-        glr=float(p["glr"]),
+        glr=preset("glr", 0.002, 0.0025),
         dlr=float(p["dlr"]),
         betas=tuple(p["betas"]),
         eps=float(p["eps"]),
@@ -67,6 +74,12 @@ def training_options(params: DictConfig, seed: int) -> Any:
         ada_target=float(p["ada_target"]),
         ada_interval=int(p["ada_interval"]),
         ada_kimg=float(p["ada_kimg"] or (100 if fine_tuning else 500)),
+        pl_weight=preset("pl_weight", 2.0, 0.0),
+        pl_batch_shrink=int(p.get("pl_batch_shrink") or 2),
+        pl_decay=float(p.get("pl_decay") or 0.01),
+        pl_interval=int(p.get("pl_interval") or 4),
+        style_mixing=preset("style_mixing", 0.9, 0.0),
+        family="stylegan2" if stylegan2 else "stylegan3",
         init_from=str(p["init_from"]) if fine_tuning else None,
         metrics=list(p.get("metrics") or []),
         metrics_num=int(p["metrics_num"]),

@@ -24,6 +24,7 @@ class DiscriminatorBlock(nn.Module):
         img_channels: int,
         resample_filter: list[float] | None = None,
         conv_clamp: float | None = None,
+        activation: str = "lrelu",
     ) -> None:
         super().__init__()
         resample_filter = resample_filter or [1, 3, 3, 1]
@@ -32,16 +33,16 @@ class DiscriminatorBlock(nn.Module):
         self.register_buffer("resample_filter", setup_filter(resample_filter))
         if in_channels == 0:
             self.fromrgb = Conv2dLayer(
-                img_channels, tmp_channels, 1, activation="lrelu", conv_clamp=conv_clamp
+                img_channels, tmp_channels, 1, activation=activation, conv_clamp=conv_clamp
             )
         self.conv0 = Conv2dLayer(
-            tmp_channels, tmp_channels, 3, activation="lrelu", conv_clamp=conv_clamp
+            tmp_channels, tmp_channels, 3, activation=activation, conv_clamp=conv_clamp
         )
         self.conv1 = Conv2dLayer(
             tmp_channels,
             out_channels,
             3,
-            activation="lrelu",
+            activation=activation,
             down=2,
             resample_filter=resample_filter,
             conv_clamp=conv_clamp,
@@ -66,7 +67,8 @@ class MinibatchStdLayer(nn.Module):
     """Appends the standard deviation of features across groups of samples, so that the
     discriminator can see a lack of variety in a batch."""
 
-    def __init__(self, group_size: int, num_channels: int = 1) -> None:
+    def __init__(self, group_size: int | None, num_channels: int = 1) -> None:
+        """``group_size`` None: the whole batch is one group (StyleGAN2's own pickles)."""
         super().__init__()
         self.group_size = group_size
         self.num_channels = num_channels
@@ -74,7 +76,7 @@ class MinibatchStdLayer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """[N, C, H, W] -> [N, C + num_channels, H, W]; N must divide by the group size."""
         batch, channels, height, width = x.shape
-        group = min(self.group_size, batch)
+        group = batch if self.group_size is None else min(self.group_size, batch)
         feats = self.num_channels
         y = x.reshape(group, -1, feats, channels // feats, height, width)
         y = (y - y.mean(dim=0)).square().mean(dim=0)
@@ -95,9 +97,10 @@ class DiscriminatorEpilogue(nn.Module):
         in_channels: int,
         cmap_dim: int,
         resolution: int = 4,
-        mbstd_group_size: int = 4,
+        mbstd_group_size: int | None = 4,
         mbstd_num_channels: int = 1,
         conv_clamp: float | None = None,
+        activation: str = "lrelu",
     ) -> None:
         super().__init__()
         self.cmap_dim = cmap_dim
@@ -106,10 +109,12 @@ class DiscriminatorEpilogue(nn.Module):
             in_channels + mbstd_num_channels,
             in_channels,
             3,
-            activation="lrelu",
+            activation=activation,
             conv_clamp=conv_clamp,
         )
-        self.fc = FullyConnectedLayer(in_channels * resolution**2, in_channels, activation="lrelu")
+        self.fc = FullyConnectedLayer(
+            in_channels * resolution**2, in_channels, activation=activation
+        )
         self.out = FullyConnectedLayer(in_channels, cmap_dim if cmap_dim > 0 else 1)
 
     def forward(self, x: Tensor, cmap: Tensor | None) -> Tensor:

@@ -1,9 +1,11 @@
 """``python -m src.stylegan3.generate ckpt=... seeds=0-63 psi=0.7 outdir=...``: images from a
-StyleGAN3 generator, one PNG per seed plus a grid. See ``configs/stylegan3/generate.yaml``.
+StyleGAN3 or StyleGAN2 generator, one PNG per seed plus a grid. See
+``configs/stylegan3/generate.yaml``.
 
-Latents come from ``numpy.random.RandomState(seed)`` exactly as in NVIDIA's ``gen_images.py``,
-so a seed names the same face here and there. The batch never changes a latent; an image may
-differ by one 8-bit level between batch sizes (batched convolutions sum in another order).
+Latents come from ``numpy.random.RandomState(seed)`` exactly as in NVIDIA's ``gen_images.py`` /
+``generate.py``, so a seed names the same face here and there. The batch never changes a latent;
+an image may differ by one 8-bit level between batch sizes (batched convolutions sum in another
+order). StyleGAN2's noise inputs default to ``const``, as in those tools.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ def to_pil(images: torch.Tensor) -> list[Image.Image]:
 def generate(cfg: DictConfig) -> Path:
     """Write ``seed%04d.png`` for every seed and ``grid.png`` into ``cfg.outdir``."""
     from src.stylegan3.legacy import load_networks
+    from src.stylegan3.networks import noise_kwargs
 
     device = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
@@ -106,7 +109,11 @@ def generate(cfg: DictConfig) -> Path:
         c = None if label is None else label.expand(len(batch), -1)
         with torch.no_grad():
             images = generator(
-                z, c, truncation_psi=cfg.psi, truncation_cutoff=cfg.truncation_cutoff
+                z,
+                c,
+                truncation_psi=cfg.psi,
+                truncation_cutoff=cfg.truncation_cutoff,
+                **noise_kwargs(generator, cfg.noise_mode),
             )
         for seed, picture in zip(batch, to_pil(images), strict=True):
             save_image(picture, outdir / f"seed{seed:04d}.png")

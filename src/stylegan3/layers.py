@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from src.stylegan3.ops import bias_act, downsample2d, setup_filter, upfirdn2d
+from src.stylegan3.ops import bias_act, downsample2d, setup_filter, upfirdn2d, upsample2d
 from src.stylegan3.ops.bias_act import ACTIVATIONS
 
 
@@ -63,8 +63,8 @@ class FullyConnectedLayer(nn.Module):
 
 
 class Conv2dLayer(nn.Module):
-    """2-D convolution with equalised learning rate, optional FIR-filtered 2x downsampling,
-    fused bias, activation and clamp (the StyleGAN2 discriminator's layer)."""
+    """2-D convolution with equalised learning rate, optional FIR-filtered 2x downsampling (or,
+    for 1x1 convs, upsampling), fused bias, activation and clamp (StyleGAN2's layer)."""
 
     def __init__(
         self,
@@ -76,15 +76,17 @@ class Conv2dLayer(nn.Module):
         down: int = 1,
         resample_filter: list[float] | None = None,
         conv_clamp: float | None = None,
+        up: int = 1,
     ) -> None:
         super().__init__()
-        if down not in (1, 2):
-            raise ValueError(f"down must be 1 or 2, got {down}")
+        if down not in (1, 2) or up not in (1, 2) or (up > 1 and (down > 1 or kernel_size > 1)):
+            raise ValueError(f"supported: down 1 or 2, or a 1x1 conv with up 2; got {up=} {down=}")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = kernel_size
         self.activation = activation
         self.down = down
+        self.up = up
         self.conv_clamp = conv_clamp
         self.register_buffer("resample_filter", setup_filter(resample_filter or [1, 3, 3, 1]))
         self.padding = kernel_size // 2
@@ -98,7 +100,10 @@ class Conv2dLayer(nn.Module):
     def forward(self, x: Tensor, gain: float = 1.0) -> Tensor:
         """Convolve (and downsample), then bias, activation, ``gain`` and clamp."""
         weight = self.weight * self.weight_gain
-        if self.down == 1:
+        if self.up == 2:
+            # The StyleGAN2 generator's resnet skip: 1x1 conv, then FIR-filtered upsampling.
+            x = upsample2d(F.conv2d(x, weight), self.resample_filter, up=2)
+        elif self.down == 1:
             x = F.conv2d(x, weight, padding=self.padding)
         elif self.kernel_size == 1:
             x = F.conv2d(downsample2d(x, self.resample_filter, down=2), weight)
@@ -134,7 +139,12 @@ class MappingNetwork(nn.Module):
         num_layers: int = 2,
         lr_multiplier: float = 0.01,
         w_avg_beta: float | None = 0.998,
+        embed_features: int | None = None,
+        layer_features: int | None = None,
+        activation: str = "lrelu",
     ) -> None:
+        """``embed_features``, ``layer_features`` and ``activation`` are the StyleGAN2-ADA
+        options (widths of the label embedding and hidden layers, default ``w_dim``)."""
         super().__init__()
         if z_dim == 0 and c_dim == 0:
             raise ValueError("the mapping network needs z_dim > 0 or c_dim > 0")
@@ -144,13 +154,14 @@ class MappingNetwork(nn.Module):
         self.num_ws = num_ws
         self.num_layers = num_layers
         self.w_avg_beta = w_avg_beta
-        embed_features = w_dim if c_dim > 0 else 0
+        embed_features = (w_dim if embed_features is None else embed_features) if c_dim else 0
         if c_dim > 0:
             self.embed = FullyConnectedLayer(c_dim, embed_features)
-        features = [z_dim + embed_features] + [w_dim] * num_layers
+        hidden = w_dim if layer_features is None else layer_features
+        features = [z_dim + embed_features] + [hidden] * (num_layers - 1) + [w_dim]
         for idx in range(num_layers):
             layer = FullyConnectedLayer(
-                features[idx], features[idx + 1], activation="lrelu", lr_multiplier=lr_multiplier
+                features[idx], features[idx + 1], activation=activation, lr_multiplier=lr_multiplier
             )
             setattr(self, f"fc{idx}", layer)
         if w_avg_beta is not None:

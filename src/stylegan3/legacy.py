@@ -49,6 +49,7 @@ from src.common.checkpoint import (
     not_a_model,
 )
 from src.common.errors import UserError
+from src.stylegan3 import stylegan2
 from src.stylegan3.discriminator import (
     Discriminator,
     DiscriminatorBlock,
@@ -227,6 +228,37 @@ def _check_kwargs(kwargs: dict[str, Any], allowed: set[str], what: str) -> None:
         )
 
 
+def _stylegan2_kwargs_check(kwargs: dict[str, Any]) -> None:
+    synthesis = (
+        _named_params(stylegan2.SynthesisNetwork.__init__, "self", "w_dim")
+        | _named_params(
+            stylegan2.SynthesisBlock.__init__,
+            "self",
+            "in_channels",
+            "out_channels",
+            "w_dim",
+            "resolution",
+            "is_last",
+            "use_fp16",
+        )
+        | _named_params(
+            stylegan2.SynthesisLayer.__init__,
+            "self",
+            "in_channels",
+            "out_channels",
+            "w_dim",
+            "resolution",
+            "up",
+        )
+    )
+    top = _named_params(stylegan2.Generator.__init__, "self")
+    _check_kwargs(kwargs, top | synthesis, "the StyleGAN2 generator")
+    nested = dict(kwargs.get("synthesis_kwargs") or {})
+    _check_kwargs(nested, synthesis, "the StyleGAN2 generator's synthesis")
+    mapping = _named_params(MappingNetwork.__init__, "self", "z_dim", "c_dim", "w_dim", "num_ws")
+    _check_kwargs(dict(kwargs.get("mapping_kwargs") or {}), mapping, "the generator's mapping")
+
+
 def _generator_kwargs_check(kwargs: dict[str, Any]) -> None:
     allowed = (
         _named_params(Generator.__init__, "self")
@@ -288,7 +320,7 @@ SIZE_LIMITS: dict[str, tuple[int, int]] = {
     "mbstd_num_channels": (0, 64),
     "freeze_layers": (0, 1024),
 }
-NESTED_KWARGS = ("mapping_kwargs", "block_kwargs", "epilogue_kwargs")
+NESTED_KWARGS = ("mapping_kwargs", "block_kwargs", "epilogue_kwargs", "synthesis_kwargs")
 
 
 def check_sizes(kind: str, config: dict[str, Any], source: str = "the config") -> None:
@@ -324,7 +356,7 @@ def build_network(kind: str, config: dict[str, Any], family: str = "stylegan3") 
         cls: type[nn.Module] = Discriminator
     else:
         cls = GENERATORS[family]
-        _generator_kwargs_check(config)
+        (_stylegan2_kwargs_check if family == "stylegan2" else _generator_kwargs_check)(config)
     try:
         return cls(**config)
     except UserError:
@@ -349,11 +381,13 @@ def _plain(value: Any, where: str) -> Any:
     raise UserError(f"{where} holds a {type(value).__name__}, not a plain value")
 
 
-def _record_config(record: PersistentRecord, kind: str, source: str) -> dict[str, Any]:
+def _record_config(
+    record: PersistentRecord, kind: str, source: str, family: str = "stylegan3"
+) -> dict[str, Any]:
     """Named constructor arguments of ``record`` (positional ones mapped onto our signature)."""
     kwargs = record.init_kwargs
     if record.init_args:
-        cls = Discriminator if kind == "D" else Generator
+        cls = Discriminator if kind == "D" else GENERATORS[family]
         names = [n for n in inspect.signature(cls.__init__).parameters if n != "self"]
         kwargs.update(zip(names, record.init_args, strict=False))
     return _plain(kwargs, f"{source}:{kind}")
@@ -367,7 +401,10 @@ FAMILY_KEYS: dict[str, dict[str, str]] = {
     },
     "D": {"stylegan2": "b4.out.weight"},  # the epilogue's output layer, in both releases' D
 }
-GENERATORS: dict[str, type[nn.Module]] = {"stylegan3": Generator}
+GENERATORS: dict[str, type[nn.Module]] = {
+    "stylegan3": Generator,
+    "stylegan2": stylegan2.Generator,
+}
 
 
 def network_family(kind: str, class_name: str, keys: Iterable[str], source: str) -> str:
@@ -412,7 +449,7 @@ def load_official_pickle(path: str | os.PathLike[str]) -> dict[str, Any]:
             raise UserError(f"{source}: {kind} is not a persistent network object")
         tensors = flatten_state(record)
         family = network_family(kind, record.class_name, tensors, source)
-        config = _record_config(record, kind, source)
+        config = _record_config(record, kind, source, family)
         check_sizes(kind, config, source)
         module = build_network(kind, config, family)
         load_state_dict_checked(module, tensors, f"{source} ({kind})")
@@ -464,7 +501,8 @@ def load_networks(path: str | os.PathLike[str]) -> dict[str, Any]:
             and isinstance(entry.get("state_dict"), dict)
         ):
             raise UserError(f"{source} is a damaged {FORMAT} checkpoint: {kind} lacks its weights")
-        module = build_network(kind, entry["config"])
+        family = network_family(kind, "checkpoint", entry["state_dict"], str(source))
+        module = build_network(kind, entry["config"], family)
         load_state_dict_checked(module, entry["state_dict"], f"{source} ({kind})")
         result[kind] = module
         result["configs"][kind] = entry["config"]

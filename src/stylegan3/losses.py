@@ -87,3 +87,33 @@ def sanitize_gradients(params: list[nn.Parameter]) -> None:
     for param in params:
         if param.grad is not None:
             torch.nan_to_num(param.grad, nan=0, posinf=1e5, neginf=-1e5, out=param.grad)
+
+
+def mix_styles(ws: Tensor, other_ws: Tensor, probability: float) -> Tensor:
+    """Style mixing regularisation: with ``probability``, the ws from a random cutoff in
+    [1, num_ws) on are taken from ``other_ws`` (another latent's), so that neighbouring layers
+    learn not to depend on each other; one cutoff per batch, as in the reference."""
+    if probability <= 0:
+        return ws
+    num_ws = ws.shape[1]
+    cutoff = int(torch.randint(1, num_ws, [], device=ws.device))
+    if float(torch.rand([], device=ws.device)) >= probability:
+        return ws
+    return torch.cat([ws[:, :cutoff], other_ws[:, cutoff:]], dim=1)
+
+
+def path_length_penalty(
+    images: Tensor, ws: Tensor, pl_mean: Tensor, decay: float
+) -> tuple[Tensor, Tensor]:
+    """StyleGAN2's path length regulariser: per-sample ``(|J_w^T y| - a)^2``, where ``y`` is
+    image-space noise scaled by ``1/sqrt(H*W)``, ``J_w`` the Jacobian of the images with respect
+    to ``ws`` and ``a`` the running mean of those lengths (``pl_mean`` moved by ``decay``).
+
+    ``ws`` must be the input the images were synthesised from; the graph is kept so that the
+    penalty can be trained. Returns the penalty and the updated (detached) running mean.
+    """
+    noise = torch.randn_like(images) / math.sqrt(images.shape[2] * images.shape[3])
+    (grads,) = torch.autograd.grad((images * noise).sum(), ws, create_graph=True)
+    lengths = grads.square().sum(dim=2).mean(dim=1).sqrt()
+    mean = pl_mean.lerp(lengths.mean(), decay)
+    return (lengths - mean).square(), mean.detach()

@@ -1,11 +1,14 @@
-"""StyleGAN3 training as a LightningModule with manual optimisation.
+"""StyleGAN3 (and StyleGAN2) training as a LightningModule with manual optimisation.
 
-One training step is the reference schedule: a G step (non-saturating loss), a D step (logistic
-loss, which also feeds ADA's overfitting estimate), every ``r1_interval`` steps a separate lazy
-R1 step, then the G_ema update, the image counter and ADA's p. Everything the schedule depends
-on (image counter, step counter, ADA state, best FID, every rank's RNG) is saved in Lightning
-checkpoints, and the data order is a function of the image counter, so a resumed run continues
-exactly where the interrupted one stopped.
+One training step is the reference schedule: a G step (non-saturating loss), for StyleGAN2 every
+``pl_interval`` steps a separate lazy path-length step, a D step (logistic loss, which also
+feeds ADA's overfitting estimate), every ``r1_interval`` steps a separate lazy R1 step, then the
+G_ema update, the image counter and ADA's p. StyleGAN2's generator also trains with style
+mixing (``style_mixing``: the probability of a second latent taking over from a random layer).
+Everything the schedule depends on (image counter, step counter, ADA state, best FID, the path
+length mean, every rank's RNG) is saved in Lightning checkpoints, and the data order is a
+function of the image counter, so a resumed run continues exactly where the interrupted one
+stopped.
 """
 
 from __future__ import annotations
@@ -39,12 +42,15 @@ from src.stylegan3.losses import (
     gamma_for_resolution,
     generator_loss,
     lazy_regularization,
+    mix_styles,
+    path_length_penalty,
     r1_penalty,
     sanitize_gradients,
     update_ema,
 )
+from src.stylegan3.networks import family_of, noise_kwargs
 
-ARCHITECTURES = ("stylegan3-t", "stylegan3-r")
+ARCHITECTURES = ("stylegan3-t", "stylegan3-r", "stylegan2")
 AUGMENT_MODES = ("ada", "fixed", "none")
 # Constructor arguments that change how a network trains or runs, not what its weights mean:
 # a checkpoint may differ from the config in these.
@@ -54,6 +60,8 @@ TRAINING_ONLY_KWARGS = {
     "conv_clamp",
     "freeze_layers",
     "mbstd_group_size",
+    "fused_modconv_default",
+    "w_avg_beta",
 }
 STATE_KEY = "stylegan3"
 
@@ -86,6 +94,14 @@ class TrainingOptions:
     ada_target: float = 0.6
     ada_interval: int = 4
     ada_kimg: float = 500
+    # StyleGAN2's regularisers (the StyleGAN3 configs leave them off): path length weight,
+    # batch divisor, running-mean decay and lazy interval (G steps); style mixing probability.
+    pl_weight: float = 0.0
+    pl_batch_shrink: int = 2
+    pl_decay: float = 0.01
+    pl_interval: int = 4
+    style_mixing: float = 0.0
+    family: str = "stylegan3"
     init_from: str | None = None
     metrics: list[str] = field(default_factory=list)
     metrics_num: int = 50000
@@ -112,13 +128,29 @@ class TrainingOptions:
 def generator_kwargs(
     architecture: str, resolution: int, batch: int, overrides: dict[str, Any]
 ) -> dict[str, Any]:
-    """Official constructor kwargs of the generator for ``architecture`` (T or R).
+    """Official constructor kwargs of the generator for ``architecture`` (T, R or stylegan2).
 
     As in the reference options, R uses 1x1 convs, radial filters and doubles the channel
-    base and maximum; the magnitude EMA's half-life is 20k images.
+    base and maximum; the magnitude EMA's half-life is 20k images. StyleGAN2 trains with plain
+    (unfused) modulated convs and runs inference with fused ones.
     """
     if architecture not in ARCHITECTURES:
         raise UserError(f"cfg: {architecture!r} is not one of {', '.join(ARCHITECTURES)}")
+    if architecture == "stylegan2":
+        return {
+            "z_dim": 512,
+            "w_dim": 512,
+            "mapping_kwargs": {"num_layers": 2},
+            "channel_base": 32768,
+            "channel_max": 512,
+            "num_fp16_res": 4,
+            "conv_clamp": 256,
+            "fused_modconv_default": "inference_only",
+            **overrides,
+            "c_dim": 0,
+            "img_resolution": resolution,
+            "img_channels": 3,
+        }
     kwargs: dict[str, Any] = {
         "z_dim": 512,
         "w_dim": 512,
@@ -188,6 +220,12 @@ def init_networks_from(
     """Copy G, G_ema and D from ``path`` (an official pickle or our checkpoint) into
     ``networks``; a differing architecture kwarg or any key/shape misfit is a UserError."""
     loaded = load_networks(path)
+    for kind in ("G", "G_ema"):
+        if family_of(loaded[kind]) != family_of(networks[kind]):
+            raise UserError(
+                f"init_from {path}: {kind} is a {family_of(loaded[kind])} generator but cfg "
+                f"builds a {family_of(networks[kind])} one; choose the matching stylegan3.cfg"
+            )
     for kind in ("G", "G_ema", "D"):
         config_kind = "D" if kind == "D" else "G"
         problems = config_mismatch(configs[config_kind], loaded["configs"][kind])
@@ -201,7 +239,10 @@ def init_networks_from(
 
 def fp16_generator_layers(G: Generator) -> list[nn.Module]:
     """G's synthesis layers the reference runs in float16: those whose sampling rate times
-    ``2**num_fp16_res`` exceeds the output resolution."""
+    ``2**num_fp16_res`` exceeds the output resolution (none yet for StyleGAN2, which runs in
+    float32)."""
+    if family_of(G) == "stylegan2":
+        return []
     synthesis = G.synthesis
     return [
         getattr(synthesis, name)
@@ -246,11 +287,14 @@ class StyleGAN3Training(L.LightningModule):
         self.options = options
         self.G_config = options.G_kwargs
         self.D_config = options.D_kwargs
-        self.G = build_network("G", self.G_config)
+        self.G = build_network("G", self.G_config, options.family)
         self.D = build_network("D", self.D_config)
         # Mode does not matter to these networks (no dropout or batch norm); G_ema is never
         # trained, only averaged.
         self.G_ema = copy.deepcopy(self.G).requires_grad_(False)
+        # Running mean of the path lengths, the target of the path length penalty (saved with
+        # the schedule's state, so that older checkpoints still load).
+        self.register_buffer("pl_mean", torch.zeros([]), persistent=False)
         self._fp16_enabled = False
         if options.init_from:
             init_networks_from(
@@ -327,7 +371,12 @@ class StyleGAN3Training(L.LightningModule):
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         o = self.options
-        opt_g = torch.optim.Adam(self.G.parameters(), lr=o.glr, betas=o.betas, eps=o.eps)
+        g_settings = (
+            lazy_regularization(o.glr, o.betas, o.pl_interval)
+            if o.pl_weight > 0
+            else {"lr": o.glr, "betas": o.betas}
+        )
+        opt_g = torch.optim.Adam(self.G.parameters(), eps=o.eps, **g_settings)
         d_settings = lazy_regularization(o.dlr, o.betas, o.r1_interval)
         opt_d = torch.optim.Adam(self.d_trainable, eps=o.eps, **d_settings)
         return [opt_g, opt_d]
@@ -376,6 +425,15 @@ class StyleGAN3Training(L.LightningModule):
     def _latents(self, count: int) -> Tensor:
         return torch.randn([count, self.G.z_dim], device=self.device)
 
+    def run_G(self, count: int, update_emas: bool = False) -> tuple[Tensor, Tensor]:
+        """``count`` fakes from fresh latents and the ws they came from, with style mixing."""
+        z = self._latents(count)
+        ws = self.G.mapping(z, None, update_emas=update_emas)
+        if self.options.style_mixing > 0:
+            other = self.G.mapping(torch.randn_like(z), None)
+            ws = mix_styles(ws, other, self.options.style_mixing)
+        return self.G.synthesis(ws, update_emas=update_emas), ws
+
     def training_step(self, batch: Tensor, batch_idx: int) -> None:
         o = self.options
         opt_g, opt_d = self.optimizers()
@@ -385,17 +443,27 @@ class StyleGAN3Training(L.LightningModule):
 
         # G: non-saturating loss through a frozen D.
         self._set_d_trainable(False)
-        fake_logits_g = self.run_D(self.G(self._latents(count), None), sigma)
+        fake_logits_g = self.run_D(self.run_G(count)[0], sigma)
         loss_g = generator_loss(fake_logits_g).mean()
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(loss_g)
         sanitize_gradients(list(self.G.parameters()))
         opt_g.step()
 
+        # Lazy path length regularisation, its own G step every pl_interval iterations.
+        if o.pl_weight > 0 and self.iteration % o.pl_interval == 0:
+            images, ws = self.run_G(max(count // o.pl_batch_shrink, 1))
+            penalty, self.pl_mean = path_length_penalty(images, ws, self.pl_mean, o.pl_decay)
+            opt_g.zero_grad(set_to_none=True)
+            self.manual_backward((penalty * o.pl_weight).mean() * o.pl_interval)
+            sanitize_gradients(list(self.G.parameters()))
+            opt_g.step()
+            self.log("train/pl_penalty", penalty.mean().detach(), prog_bar=True)
+
         # D: logistic loss on fakes (G updates its EMAs here, as in the reference) and reals.
         self._set_d_trainable(True)
         with torch.no_grad():
-            fake = self.G(self._latents(count), None, update_emas=True)
+            fake = self.run_G(count, update_emas=True)[0]
         fake_logits = self.run_D(fake, sigma)
         real_logits = self.run_D(real, sigma)
         if self.ada is not None:
@@ -478,7 +546,8 @@ class StyleGAN3Training(L.LightningModule):
     def sample_grid(self, generator: nn.Module | None = None) -> Tensor:
         """G_ema's (or ``generator``'s) images for the fixed grid latents, on the CPU."""
         generator = self.G_ema if generator is None else generator
-        images = [generator(z, None).cpu() for z in self.grid_z.split(16)]
+        noise = noise_kwargs(generator, "const")
+        images = [generator(z, None, **noise).cpu() for z in self.grid_z.split(16)]
         return torch.cat(images).clamp(-1, 1)
 
     # ------------------------------------------------------------------------ checkpoints
@@ -488,6 +557,7 @@ class StyleGAN3Training(L.LightningModule):
             "cur_nimg": self.cur_nimg,
             "iteration": self.iteration,
             "best_fid": self.best_fid,
+            "pl_mean": float(self.pl_mean),
             "metrics": dict(self.last_metrics),
             "ada": self.ada.state_dict() if self.ada is not None else None,
             "rng": self._gather_rng(),
@@ -500,6 +570,7 @@ class StyleGAN3Training(L.LightningModule):
         self.cur_nimg = int(state["cur_nimg"])
         self.iteration = int(state["iteration"])
         self.best_fid = float(state["best_fid"])
+        self.pl_mean.fill_(float(state.get("pl_mean", 0.0)))
         self.last_metrics = dict(state["metrics"])
         if self.ada is not None and state["ada"] is not None:
             self.ada.load_state_dict(state["ada"])

@@ -19,6 +19,19 @@ G_KWARGS = {
     "num_fp16_res": 4,
     "conv_clamp": 256,
 }
+# The StyleGAN2 generator as the StyleGAN3 repository's pickles record it (flat synthesis kwargs).
+SG2_G_KWARGS = {
+    "z_dim": 16,
+    "c_dim": 0,
+    "w_dim": 16,
+    "img_resolution": 16,
+    "img_channels": 3,
+    "mapping_kwargs": {"num_layers": 2},
+    "channel_base": 128,
+    "channel_max": 32,
+    "num_fp16_res": 4,
+    "conv_clamp": 256,
+}
 D_KWARGS = {
     "c_dim": 0,
     "img_resolution": 8,
@@ -34,9 +47,14 @@ D_KWARGS = {
 
 
 def write_tiny_checkpoint(
-    path: str | Path, seed: int = 0, tune_seed: int | None = None, **g_changes: object
+    path: str | Path,
+    seed: int = 0,
+    tune_seed: int | None = None,
+    family: str = "stylegan3",
+    **g_changes: object,
 ) -> Path:
-    """Save a tiny generator (as G and G_ema) and discriminator in our checkpoint format.
+    """Save a tiny generator (as G and G_ema; of ``family``, with ``G_KWARGS`` or
+    ``SG2_G_KWARGS``) and discriminator in our checkpoint format.
 
     The architecture and fixed buffers come from ``seed``; with ``tune_seed`` every parameter,
     ``magnitude_ema`` and ``w_avg`` are then moved by noise from that seed, as a fine-tune of
@@ -45,12 +63,12 @@ def write_tiny_checkpoint(
     import torch
 
     from src.common.checkpoint import save_checkpoint
-    from src.stylegan3.legacy import to_checkpoint
-    from src.stylegan3.networks import Discriminator, Generator
+    from src.stylegan3.legacy import GENERATORS, to_checkpoint
+    from src.stylegan3.networks import Discriminator
 
-    g_kwargs = {**G_KWARGS, **g_changes}
+    g_kwargs = {**(SG2_G_KWARGS if family == "stylegan2" else G_KWARGS), **g_changes}
     torch.manual_seed(seed)
-    generator = Generator(**g_kwargs)
+    generator = GENERATORS[family](**g_kwargs)
     discriminator = Discriminator(**D_KWARGS)
     if tune_seed is not None:
         noise = torch.Generator().manual_seed(tune_seed)
