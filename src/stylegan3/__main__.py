@@ -39,14 +39,20 @@ def training_options(params: DictConfig, seed: int) -> Any:
     fine_tuning = bool(p.get("init_from"))
     architecture = str(p["cfg"])
     default_blur = 10.0 if architecture == "stylegan3-r" and not fine_tuning else 0.0
+    g_overrides, d_overrides = dict(p.get("G") or {}), dict(p.get("D") or {})
+    if p.get("fp32"):
+        # As the reference's --fp32: no float16 layers and no activation clamp.
+        for overrides in (g_overrides, d_overrides):
+            overrides.update(num_fp16_res=0, conv_clamp=None)
     return TrainingOptions(
         data=str(p["data"]),
         resolution=resolution,
-        G_kwargs=generator_kwargs(architecture, resolution, batch, dict(p.get("G") or {})),
+        G_kwargs=generator_kwargs(architecture, resolution, batch, g_overrides),
         D_kwargs=discriminator_kwargs(
-            resolution, int(p["freeze_d"]), int(p["mbstd_group"]), dict(p.get("D") or {})
+            resolution, int(p["freeze_d"]), int(p["mbstd_group"]), d_overrides
         ),
         batch=batch,
+        batch_gpu=None if p.get("batch_gpu") is None else int(p["batch_gpu"]),
         kimg=float(p["kimg"]),
         snap=float(p["snap"]),
         mirror=bool(p["mirror"]),

@@ -111,9 +111,7 @@ def test_generator_runs_float32_on_cpu_and_without_fp16_resolutions(fp16_on_cpu:
 
 
 @pytest.mark.parametrize("fp16", [False, True])
-def test_conv_clamp_bounds_the_torgb_output(
-    fp16: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_conv_clamp_bounds_the_torgb_output(fp16: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     if fp16:
         monkeypatch.setattr(precision, "FP16_DEVICE_TYPES", {"cuda", "cpu"})
     generator = tiny_generator(conv_clamp=0.1, num_fp16_res=1)
