@@ -134,6 +134,7 @@ def train(ctx: StageContext) -> list[str]:
     import lightning as L
 
     from src.common.training import make_trainer
+    from src.stylegan3.precision import stylegan_trainer_precision
     from src.stylegan3.snapshots import Snapshots
     from src.stylegan3.training import StyleGAN3Training
 
@@ -155,6 +156,7 @@ def train(ctx: StageContext) -> list[str]:
         ctx.cfg,
         # G's step leaves D's weights without gradients and D's steps G's: DDP must expect that.
         strategy="ddp_find_unused_parameters_true" if strategy == "ddp" else strategy,
+        precision=stylegan_trainer_precision(ctx.cfg, ctx.stage),
         max_epochs=-1,
         max_steps=-1,
         limit_val_batches=0,

@@ -7,8 +7,12 @@ CPU float16 convolutions exist in current torch, so the fp16 path is exercised h
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from src.stylegan3 import precision
 from src.stylegan3.discriminator import DiscriminatorBlock, MinibatchStdLayer
@@ -214,3 +218,50 @@ def test_mbstd_num_channels_zero_drops_the_layer_as_the_official_code() -> None:
     assert with_mbstd.b4.conv.weight.shape == (channels, channels + 1, 3, 3)
     # No group constraint without the layer: any batch size works.
     assert disc(torch.randn(3, 3, 32, 32), None).shape == (3, 1)
+
+
+def test_generate_dataset_gen_and_metrics_run_the_fp16_layers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each loads networks through load_networks and calls them as the official tools do, so
+    # with float16 enabled (CUDA; here the CPU) their pictures come from the fp16 layers.
+    from src.dataset_gen.pairs import PairRenderer
+    from src.stylegan3.legacy import load_networks
+    from src.stylegan3.metrics import generator_sampler
+    from tests.stylegan3.test_generate import run_generate
+    from tests.stylegan3.tiny import write_tiny_checkpoint
+
+    ckpt = write_tiny_checkpoint(tmp_path / "g.pt")
+
+    def outputs(tag: str) -> dict[str, torch.Tensor]:
+        folder = run_generate(ckpt, tmp_path / tag)
+        pictures = [np.asarray(Image.open(folder / f"seed{s:04d}.png")) for s in range(5)]
+        networks = load_networks(ckpt)
+        pair = PairRenderer(networks["G_ema"], load_networks(ckpt)["G_ema"]).images([0, 1])
+        return {
+            "generate": torch.from_numpy(np.stack(pictures)).float(),
+            "dataset_gen": pair[1],
+            "metrics": generator_sampler(networks["G_ema"], torch.device("cpu"))(2).detach(),
+        }
+
+    fp32 = outputs("fp32")
+    monkeypatch.setattr(precision, "FP16_DEVICE_TYPES", {"cuda", "cpu"})
+    assert fp16_layers(load_networks(ckpt)["G_ema"]), "the checkpoint's G has no fp16 layers"
+    fp16 = outputs("fp16")
+    for tool, reference in fp32.items():
+        difference = (fp16[tool] - reference).abs()
+        scale = 255 if tool == "generate" else float(reference.abs().max())
+        assert 0 < difference.max() <= 0.02 * scale, tool
+
+
+def test_stylegan_stages_keep_lightning_precision_at_32(capsys: pytest.CaptureFixture) -> None:
+    from omegaconf import OmegaConf
+
+    from src.stylegan3.precision import stylegan_trainer_precision
+
+    plain = OmegaConf.create({"trainer": {"precision": "32-true"}})
+    assert stylegan_trainer_precision(plain, "stylegan3") == "32-true"
+    assert capsys.readouterr().out == ""
+    chain_bf16 = OmegaConf.create({"trainer": {"precision": "bf16-mixed"}})
+    assert stylegan_trainer_precision(chain_bf16, "dataset_gen") == "32-true"
+    assert "dataset_gen: trainer.precision=bf16-mixed ignored" in capsys.readouterr().out
