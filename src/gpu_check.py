@@ -91,7 +91,7 @@ class Settings:
     @classmethod
     def for_run(cls, dry_run: bool, sg3_steps: int) -> Settings:
         if dry_run:
-            return cls(torch.device("cpu"), True, 32, 8, 1, 1, 32, 2, 1, 0.0)
+            return cls(torch.device("cpu"), True, 32, 8, 1, 1, 32, 1, 1, 0.0)
         return cls(torch.device("cuda"), False, 256, 32, sg3_steps, 2, 256, 20, 4, 0.2)
 
 
