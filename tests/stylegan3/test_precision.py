@@ -265,3 +265,24 @@ def test_stylegan_stages_keep_lightning_precision_at_32(capsys: pytest.CaptureFi
     chain_bf16 = OmegaConf.create({"trainer": {"precision": "bf16-mixed"}})
     assert stylegan_trainer_precision(chain_bf16, "dataset_gen") == "32-true"
     assert "dataset_gen: trainer.precision=bf16-mixed ignored" in capsys.readouterr().out
+
+
+@pytest.mark.cuda
+def test_fp16_layers_compute_in_float16_on_cuda() -> None:
+    # Without the CPU switch: the official rule, float16 on CUDA for the fp16 layers only.
+    generator = tiny_generator(num_fp16_res=1).cuda()
+    dtypes = output_dtypes(generator, (SynthesisLayer,))
+    z = torch.randn(4, 16, device="cuda")
+    image = generator(z, None)
+    synthesis = generator.synthesis
+    for name in synthesis.layer_names:
+        expected = torch.float16 if getattr(synthesis, name).use_fp16 else torch.float32
+        assert dtypes[f"synthesis.{name}"] == expected, name
+    reference = generator(z, None, force_fp32=True)
+    assert image.dtype == torch.float32
+    assert (image - reference).abs().max() / reference.abs().max() < 1e-2
+    disc = tiny_discriminator(num_fp16_res=2).cuda()
+    block_dtypes = output_dtypes(disc, (DiscriminatorBlock,))
+    scores = disc(torch.randn(4, 3, 32, 32, device="cuda"), None)
+    assert block_dtypes == {"b32": torch.float16, "b16": torch.float16, "b8": torch.float32}
+    assert scores.dtype == torch.float32 and torch.isfinite(scores).all()
