@@ -26,6 +26,7 @@ from src.dataset_gen.pairs import MANIFEST, PairRenderer, finish_manifest, uniqu
 from src.stylegan3.generate import parse_seeds
 from src.stylegan3.legacy import load_networks
 from src.stylegan3.networks import family_of
+from src.stylegan3.precision import stylegan_trainer_precision
 
 PREVIEW = "preview.png"
 PREVIEW_PAIRS = 8
@@ -83,7 +84,7 @@ def generate_pairs(ctx: StageContext) -> list[str]:
     module = PairGeneration(
         renderer, ctx.out_dir, seeds, recipe, int(p.batch_size), int(p.num_workers)
     )
-    trainer = make_trainer(ctx.cfg)
+    trainer = make_trainer(ctx.cfg, precision=stylegan_trainer_precision(ctx.cfg, ctx.stage))
     started = time.perf_counter()
     trainer.predict(module, return_predictions=False)
     trainer.strategy.barrier("dataset_gen: all pairs written")

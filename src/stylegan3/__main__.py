@@ -46,14 +46,20 @@ def training_options(params: DictConfig, seed: int) -> Any:
         value = p.get(key)
         return float(value) if value is not None else (for_stylegan2 if stylegan2 else otherwise)
 
+    g_overrides, d_overrides = dict(p.get("G") or {}), dict(p.get("D") or {})
+    if p.get("fp32"):
+        # As the reference's --fp32: no float16 layers and no activation clamp.
+        for overrides in (g_overrides, d_overrides):
+            overrides.update(num_fp16_res=0, conv_clamp=None)
     return TrainingOptions(
         data=str(p["data"]),
         resolution=resolution,
-        G_kwargs=generator_kwargs(architecture, resolution, batch, dict(p.get("G") or {})),
+        G_kwargs=generator_kwargs(architecture, resolution, batch, g_overrides),
         D_kwargs=discriminator_kwargs(
-            resolution, int(p["freeze_d"]), int(p["mbstd_group"]), dict(p.get("D") or {})
+            resolution, int(p["freeze_d"]), int(p["mbstd_group"]), d_overrides
         ),
         batch=batch,
+        batch_gpu=None if p.get("batch_gpu") is None else int(p["batch_gpu"]),
         kimg=float(p["kimg"]),
         snap=float(p["snap"]),
         mirror=bool(p["mirror"]),
@@ -141,6 +147,7 @@ def train(ctx: StageContext) -> list[str]:
     import lightning as L
 
     from src.common.training import make_trainer
+    from src.stylegan3.precision import stylegan_trainer_precision
     from src.stylegan3.snapshots import Snapshots
     from src.stylegan3.training import StyleGAN3Training
 
@@ -162,6 +169,7 @@ def train(ctx: StageContext) -> list[str]:
         ctx.cfg,
         # G's step leaves D's weights without gradients and D's steps G's: DDP must expect that.
         strategy="ddp_find_unused_parameters_true" if strategy == "ddp" else strategy,
+        precision=stylegan_trainer_precision(ctx.cfg, ctx.stage),
         max_epochs=-1,
         max_steps=-1,
         limit_val_batches=0,

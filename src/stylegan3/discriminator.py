@@ -9,11 +9,16 @@ from torch import Tensor, nn
 
 from src.stylegan3.layers import Conv2dLayer, FullyConnectedLayer, MappingNetwork
 from src.stylegan3.ops import setup_filter
+from src.stylegan3.precision import layer_dtype, layer_memory_format
 
 
 class DiscriminatorBlock(nn.Module):
     """Two 3x3 convs (the second halving the resolution) plus a downsampled 1x1 skip, each path
-    scaled by sqrt(0.5) so the sum keeps unit variance; the first block also reads the image."""
+    scaled by sqrt(0.5) so the sum keeps unit variance; the first block also reads the image.
+
+    ``use_fp16``: the block computes in float16 on CUDA (channels-last too with
+    ``fp16_channels_last``), its float32 weights cast per forward.
+    """
 
     def __init__(
         self,
@@ -25,18 +30,28 @@ class DiscriminatorBlock(nn.Module):
         resample_filter: list[float] | None = None,
         conv_clamp: float | None = None,
         activation: str = "lrelu",
+        use_fp16: bool = False,
+        fp16_channels_last: bool = False,
     ) -> None:
         super().__init__()
         resample_filter = resample_filter or [1, 3, 3, 1]
         self.in_channels = in_channels
         self.resolution = resolution
+        self.use_fp16 = use_fp16
+        self.channels_last = use_fp16 and fp16_channels_last
+        layout = {"channels_last": self.channels_last}
         self.register_buffer("resample_filter", setup_filter(resample_filter))
         if in_channels == 0:
             self.fromrgb = Conv2dLayer(
-                img_channels, tmp_channels, 1, activation=activation, conv_clamp=conv_clamp
+                img_channels,
+                tmp_channels,
+                1,
+                activation=activation,
+                conv_clamp=conv_clamp,
+                **layout,
             )
         self.conv0 = Conv2dLayer(
-            tmp_channels, tmp_channels, 3, activation=activation, conv_clamp=conv_clamp
+            tmp_channels, tmp_channels, 3, activation=activation, conv_clamp=conv_clamp, **layout
         )
         self.conv1 = Conv2dLayer(
             tmp_channels,
@@ -46,15 +61,26 @@ class DiscriminatorBlock(nn.Module):
             down=2,
             resample_filter=resample_filter,
             conv_clamp=conv_clamp,
+            **layout,
         )
         self.skip = Conv2dLayer(
-            tmp_channels, out_channels, 1, bias=False, down=2, resample_filter=resample_filter
+            tmp_channels,
+            out_channels,
+            1,
+            bias=False,
+            down=2,
+            resample_filter=resample_filter,
+            **layout,
         )
 
-    def forward(self, x: Tensor | None, img: Tensor) -> Tensor:
-        """Features at half the block's resolution."""
+    def forward(self, x: Tensor | None, img: Tensor, force_fp32: bool = False) -> Tensor:
+        """Features at half the block's resolution, in the block's dtype."""
+        dtype = layer_dtype(self.use_fp16, force_fp32, img.device)
+        memory_format = layer_memory_format(self.channels_last, dtype)
         if self.in_channels == 0:
-            x = self.fromrgb(img)
+            x = self.fromrgb(img.to(dtype=dtype, memory_format=memory_format))
+        else:
+            x = x.to(dtype=dtype, memory_format=memory_format)
         residual = self.skip(x, gain=math.sqrt(0.5))
         x = self.conv1(self.conv0(x), gain=math.sqrt(0.5))
         return residual + x
@@ -74,7 +100,8 @@ class MinibatchStdLayer(nn.Module):
         self.num_channels = num_channels
 
     def forward(self, x: Tensor) -> Tensor:
-        """[N, C, H, W] -> [N, C + num_channels, H, W]; N must divide by the group size."""
+        """[N, C, H, W] -> [N, C + num_channels, H, W]; N must divide by the group size (None:
+        one group of the whole batch)."""
         batch, channels, height, width = x.shape
         group = batch if self.group_size is None else min(self.group_size, batch)
         feats = self.num_channels
@@ -89,8 +116,8 @@ class MinibatchStdLayer(nn.Module):
 
 
 class DiscriminatorEpilogue(nn.Module):
-    """4x4 head: minibatch stddev, 3x3 conv, FC, then the score (or a projection onto the
-    class embedding ``cmap`` when conditional)."""
+    """4x4 head, always float32: minibatch stddev (none when ``mbstd_num_channels`` is 0), 3x3
+    conv, FC, then the score (or a projection onto the class embedding ``cmap``)."""
 
     def __init__(
         self,
@@ -104,7 +131,11 @@ class DiscriminatorEpilogue(nn.Module):
     ) -> None:
         super().__init__()
         self.cmap_dim = cmap_dim
-        self.mbstd = MinibatchStdLayer(mbstd_group_size, mbstd_num_channels)
+        self.mbstd = (
+            MinibatchStdLayer(mbstd_group_size, mbstd_num_channels)
+            if mbstd_num_channels > 0
+            else None
+        )
         self.conv = Conv2dLayer(
             in_channels + mbstd_num_channels,
             in_channels,
@@ -118,8 +149,11 @@ class DiscriminatorEpilogue(nn.Module):
         self.out = FullyConnectedLayer(in_channels, cmap_dim if cmap_dim > 0 else 1)
 
     def forward(self, x: Tensor, cmap: Tensor | None) -> Tensor:
-        """[N, 1] scores."""
-        x = self.fc(self.conv(self.mbstd(x)).flatten(1))
+        """[N, 1] float32 scores."""
+        x = x.to(dtype=torch.float32, memory_format=torch.contiguous_format)
+        if self.mbstd is not None:
+            x = self.mbstd(x)
+        x = self.fc(self.conv(x).flatten(1))
         x = self.out(x)
         if self.cmap_dim > 0:
             x = (x * cmap).sum(dim=1, keepdim=True) / math.sqrt(self.cmap_dim)
@@ -154,10 +188,11 @@ class Discriminator(nn.Module):
         self.c_dim = c_dim
         self.img_resolution = img_resolution
         self.img_channels = img_channels
-        # Kept for compatibility with official init kwargs; this implementation runs in float32.
         self.num_fp16_res = num_fp16_res
         log2_res = int(math.log2(img_resolution))
         self.block_resolutions = [2**i for i in range(log2_res, 2, -1)]
+        # Blocks at the num_fp16_res highest resolutions (never below 8 px) run in float16.
+        fp16_resolution = max(2 ** (log2_res + 1 - num_fp16_res), 8)
         channels = {
             res: min(channel_base // res, channel_max) for res in [*self.block_resolutions, 4]
         }
@@ -170,6 +205,7 @@ class Discriminator(nn.Module):
                 resolution=res,
                 img_channels=img_channels,
                 conv_clamp=conv_clamp,
+                use_fp16=res >= fp16_resolution,
                 **block_kwargs,
             )
             setattr(self, f"b{res}", block)
@@ -198,10 +234,13 @@ class Discriminator(nn.Module):
         for layer in layers[:count]:
             layer.requires_grad_(False)
 
-    def forward(self, img: Tensor, c: Tensor | None, update_emas: bool = False) -> Tensor:
-        """[N, 1] scores; ``update_emas`` is accepted for interface parity and unused."""
+    def forward(
+        self, img: Tensor, c: Tensor | None, update_emas: bool = False, force_fp32: bool = False
+    ) -> Tensor:
+        """[N, 1] float32 scores; ``update_emas`` is accepted for interface parity and unused,
+        ``force_fp32`` runs the fp16 blocks in float32."""
         x = None
         for res in self.block_resolutions:
-            x = getattr(self, f"b{res}")(x, img)
+            x = getattr(self, f"b{res}")(x, img, force_fp32=force_fp32)
         cmap = self.mapping(None, c) if self.c_dim > 0 else None
         return self.b4(x, cmap)

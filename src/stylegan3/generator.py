@@ -20,6 +20,16 @@ from torch import Tensor, nn
 
 from src.stylegan3.layers import FullyConnectedLayer, MappingNetwork
 from src.stylegan3.ops import filtered_lrelu
+from src.stylegan3.precision import layer_dtype
+
+# Accepted for code written for the official networks; StyleGAN3 has no noise inputs.
+NOISE_MODES = ("random", "const", "none")
+
+
+def check_noise_mode(noise_mode: str) -> None:
+    """Reject a ``noise_mode`` the official networks would reject (the value is unused)."""
+    if noise_mode not in NOISE_MODES:
+        raise ValueError(f"noise_mode must be one of {', '.join(NOISE_MODES)}, got {noise_mode!r}")
 
 
 @dataclass(frozen=True)
@@ -168,7 +178,11 @@ class SynthesisInput(nn.Module):
 
 class SynthesisLayer(nn.Module):
     """Modulated conv followed by the alias-free filtered leaky ReLU that resamples from the
-    input's sampling rate to the output's (ToRGB: plain modulated 1x1 conv, linear)."""
+    input's sampling rate to the output's (ToRGB: plain modulated 1x1 conv, linear).
+
+    ``use_fp16``: compute in float16 on CUDA (weights cast per forward); ``conv_clamp`` bounds
+    the activations in either precision, as in the reference.
+    """
 
     def __init__(
         self,
@@ -177,6 +191,7 @@ class SynthesisLayer(nn.Module):
         is_critically_sampled: bool,
         in_spec: LayerSpec,
         out_spec: LayerSpec,
+        use_fp16: bool = False,
         conv_kernel: int = 3,
         filter_size: int = 6,
         lrelu_upsampling: int = 2,
@@ -188,6 +203,7 @@ class SynthesisLayer(nn.Module):
         self.w_dim = w_dim
         self.is_torgb = is_torgb
         self.is_critically_sampled = is_critically_sampled
+        self.use_fp16 = use_fp16
         self.in_channels = in_spec.channels
         self.out_channels = out_spec.channels
         self.in_size = in_spec.size
@@ -240,16 +256,26 @@ class SynthesisLayer(nn.Module):
         self.gain = 1.0 if is_torgb else math.sqrt(2)
         self.slope = 1.0 if is_torgb else 0.2
 
-    def forward(self, x: Tensor, w: Tensor, update_emas: bool = False) -> Tensor:
-        """[N, in_channels, in_size, in_size] -> [N, out_channels, out_size, out_size]."""
+    def forward(
+        self,
+        x: Tensor,
+        w: Tensor,
+        noise_mode: str = "random",
+        force_fp32: bool = False,
+        update_emas: bool = False,
+    ) -> Tensor:
+        """[N, in_channels, in_size, in_size] -> [N, out_channels, out_size, out_size], in
+        float16 for an fp16 layer on CUDA (unless ``force_fp32``), else float32."""
+        check_noise_mode(noise_mode)
         if update_emas:
             magnitude = x.detach().to(torch.float32).square().mean()
             self.magnitude_ema.copy_(magnitude.lerp(self.magnitude_ema, self.magnitude_ema_beta))
         styles = self.affine(w)
         if self.is_torgb:
             styles = styles / math.sqrt(self.in_channels * self.conv_kernel**2)
+        dtype = layer_dtype(self.use_fp16, force_fp32, x.device)
         x = modulated_conv2d(
-            x,
+            x.to(dtype),
             self.weight,
             styles,
             padding=self.conv_kernel - 1,
@@ -272,7 +298,8 @@ class SynthesisLayer(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"in={self.in_channels}x{self.in_size}, out={self.out_channels}x{self.out_size}, "
-            f"up={self.up_factor}, down={self.down_factor}, torgb={self.is_torgb}"
+            f"up={self.up_factor}, down={self.down_factor}, torgb={self.is_torgb}, "
+            f"use_fp16={self.use_fp16}"
         )
 
 
@@ -327,7 +354,7 @@ class SynthesisNetwork(nn.Module):
         self.num_layers = num_layers
         self.num_critical = num_critical
         self.output_scale = output_scale
-        # Kept for compatibility with official init kwargs; this implementation runs in float32.
+        # Layers sampled above img_resolution / 2**num_fp16_res run in float16 on CUDA.
         self.num_fp16_res = num_fp16_res
         self.specs = layer_specs(
             img_resolution,
@@ -353,18 +380,28 @@ class SynthesisNetwork(nn.Module):
                 is_critically_sampled=spec.index >= num_layers - num_critical,
                 in_spec=self.specs[max(spec.index - 1, 0)],
                 out_spec=spec,
+                use_fp16=spec.sampling_rate * 2**num_fp16_res > img_resolution,
                 **layer_kwargs,
             )
             setattr(self, spec.name, layer)
             self.layer_names.append(spec.name)
 
-    def forward(self, ws: Tensor, update_emas: bool = False) -> Tensor:
-        """Images from ws; ws[:, 0] drives the input, ws[:, i + 1] layer L{i}."""
+    def forward(
+        self,
+        ws: Tensor,
+        noise_mode: str = "random",
+        force_fp32: bool = False,
+        update_emas: bool = False,
+    ) -> Tensor:
+        """float32 images from ws; ws[:, 0] drives the input, ws[:, i + 1] layer L{i}.
+        ``noise_mode`` is accepted and ignored, as by the official StyleGAN3."""
         ws = ws.to(torch.float32).unbind(dim=1)
         x = self.input(ws[0])
         for name, w in zip(self.layer_names, ws[1:], strict=True):
-            x = getattr(self, name)(x, w, update_emas=update_emas)
-        return x * self.output_scale
+            x = getattr(self, name)(
+                x, w, noise_mode=noise_mode, force_fp32=force_fp32, update_emas=update_emas
+            )
+        return (x * self.output_scale).to(torch.float32)
 
     def extra_repr(self) -> str:
         return (
@@ -410,8 +447,11 @@ class Generator(nn.Module):
         truncation_psi: float = 1,
         truncation_cutoff: int | None = None,
         update_emas: bool = False,
+        noise_mode: str = "random",
+        force_fp32: bool = False,
     ) -> Tensor:
-        """[N, img_channels, img_resolution, img_resolution] images for latents ``z``."""
+        """[N, img_channels, img_resolution, img_resolution] float32 images for latents ``z``;
+        the keywords are the official ones (``noise_mode`` is ignored by StyleGAN3)."""
         ws = self.mapping(
             z,
             c,
@@ -419,4 +459,6 @@ class Generator(nn.Module):
             truncation_cutoff=truncation_cutoff,
             update_emas=update_emas,
         )
-        return self.synthesis(ws, update_emas=update_emas)
+        return self.synthesis(
+            ws, noise_mode=noise_mode, force_fp32=force_fp32, update_emas=update_emas
+        )

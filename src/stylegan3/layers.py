@@ -77,6 +77,7 @@ class Conv2dLayer(nn.Module):
         resample_filter: list[float] | None = None,
         conv_clamp: float | None = None,
         up: int = 1,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         if down not in (1, 2) or up not in (1, 2) or (up > 1 and (down > 1 or kernel_size > 1)):
@@ -92,14 +93,19 @@ class Conv2dLayer(nn.Module):
         self.padding = kernel_size // 2
         self.weight_gain = 1 / math.sqrt(in_channels * kernel_size**2)
         self.act_gain = ACTIVATIONS[activation].default_gain
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.weight = nn.Parameter(
-            torch.randn([out_channels, in_channels, kernel_size, kernel_size])
+            torch.randn([out_channels, in_channels, kernel_size, kernel_size]).to(
+                memory_format=memory_format
+            )
         )
         self.bias = nn.Parameter(torch.zeros([out_channels])) if bias else None
 
     def forward(self, x: Tensor, gain: float = 1.0) -> Tensor:
-        """Convolve (and downsample), then bias, activation, ``gain`` and clamp."""
-        weight = self.weight * self.weight_gain
+        """Convolve (and downsample, or upsample), then bias, activation, ``gain`` and clamp, in
+        ``x``'s dtype (the float32 weights are cast per call)."""
+        weight = (self.weight * self.weight_gain).to(x.dtype)
+        bias = None if self.bias is None else self.bias.to(x.dtype)
         if self.up == 2:
             # The StyleGAN2 generator's resnet skip: 1x1 conv, then FIR-filtered upsampling.
             x = upsample2d(F.conv2d(x, weight), self.resample_filter, up=2)
@@ -117,7 +123,7 @@ class Conv2dLayer(nn.Module):
             x = F.conv2d(x, weight, stride=2)
         act_gain = self.act_gain * gain
         clamp = None if self.conv_clamp is None else self.conv_clamp * gain
-        return bias_act(x, self.bias, act=self.activation, gain=act_gain, clamp=clamp)
+        return bias_act(x, bias, act=self.activation, gain=act_gain, clamp=clamp)
 
     def extra_repr(self) -> str:
         return (

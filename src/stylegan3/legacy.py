@@ -271,6 +271,7 @@ def _generator_kwargs_check(kwargs: dict[str, Any]) -> None:
             "is_critically_sampled",
             "in_spec",
             "out_spec",
+            "use_fp16",
         )
     )
     _check_kwargs(kwargs, allowed, "the generator")
@@ -289,6 +290,7 @@ def _discriminator_kwargs_check(kwargs: dict[str, Any]) -> None:
         "resolution",
         "img_channels",
         "conv_clamp",
+        "use_fp16",
     ) | {"freeze_layers"}
     _check_kwargs(dict(kwargs.get("block_kwargs") or {}), block, "the discriminator's blocks")
     epilogue = _named_params(

@@ -13,11 +13,12 @@ stopped.
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import functools
 import math
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,6 @@ from torch.utils.data import DataLoader
 from src.common.checkpoint import load_state_dict_checked, save_checkpoint
 from src.common.errors import UserError
 from src.stylegan3.dataset import ImageFolderDataset, InfiniteSampler
-from src.stylegan3.discriminator import Discriminator
-from src.stylegan3.generator import Generator
 from src.stylegan3.legacy import FORMAT, build_network, load_networks
 from src.stylegan3.losses import (
     blur,
@@ -62,6 +61,7 @@ TRAINING_ONLY_KWARGS = {
     "mbstd_group_size",
     "fused_modconv_default",
     "w_avg_beta",
+    "fp16_channels_last",
 }
 STATE_KEY = "stylegan3"
 
@@ -75,6 +75,8 @@ class TrainingOptions:
     G_kwargs: dict[str, Any]
     D_kwargs: dict[str, Any]
     batch: int = 32
+    # Images per forward/backward pass on one device; None: batch / devices (one pass).
+    batch_gpu: int | None = None
     kimg: float = 5000
     snap: float = 50
     mirror: bool = False
@@ -116,6 +118,10 @@ class TrainingOptions:
             raise UserError(f"aug: {self.aug!r} is not one of {', '.join(AUGMENT_MODES)}")
         if self.batch < 1 or self.kimg <= 0 or self.snap <= 0:
             raise UserError("batch, kimg and snap must be positive")
+        if self.batch_gpu is not None and (self.batch_gpu < 1 or self.batch % self.batch_gpu):
+            raise UserError(
+                f"batch_gpu: {self.batch_gpu} must be positive and divide batch ({self.batch})"
+            )
         self.betas = (float(self.betas[0]), float(self.betas[1]))
         if self.gamma is None:
             self.gamma = gamma_for_resolution(self.resolution)
@@ -237,40 +243,6 @@ def init_networks_from(
         load_state_dict_checked(networks[kind], loaded[kind].state_dict(), f"{path} ({kind})")
 
 
-def fp16_generator_layers(G: Generator) -> list[nn.Module]:
-    """G's synthesis layers the reference runs in float16: those whose sampling rate times
-    ``2**num_fp16_res`` exceeds the output resolution (none yet for StyleGAN2, which runs in
-    float32)."""
-    if family_of(G) == "stylegan2":
-        return []
-    synthesis = G.synthesis
-    return [
-        getattr(synthesis, name)
-        for spec, name in zip(synthesis.specs, synthesis.layer_names, strict=True)
-        if spec.sampling_rate * 2**synthesis.num_fp16_res > synthesis.img_resolution
-    ]
-
-
-def fp16_discriminator_blocks(D: Discriminator) -> list[nn.Module]:
-    """D's blocks the reference runs in float16: the ``num_fp16_res`` highest resolutions
-    (never below 8 px)."""
-    fp16_res = max(2 ** (int(math.log2(D.img_resolution)) + 1 - D.num_fp16_res), 8)
-    return [getattr(D, f"b{res}") for res in D.block_resolutions if res >= fp16_res]
-
-
-def run_in_fp16(module: nn.Module) -> None:
-    """Make ``module.forward`` run under CUDA float16 autocast and hand float32 on, as the
-    reference casts between fp16 and fp32 layers (the state dict is unchanged)."""
-    forward = module.forward
-
-    @functools.wraps(forward)
-    def autocast_forward(*args: Any, **kwargs: Any) -> Any:
-        with torch.autocast("cuda", dtype=torch.float16):
-            return forward(*args, **kwargs).float()
-
-    module.forward = autocast_forward
-
-
 def peak_memory_gb(device: torch.device) -> float:
     """Peak memory so far: CUDA allocator peak on GPUs, the process's max RSS on CPU."""
     if device.type == "cuda":
@@ -295,7 +267,6 @@ class StyleGAN3Training(L.LightningModule):
         # Running mean of the path lengths, the target of the path length penalty (saved with
         # the schedule's state, so that older checkpoints still load).
         self.register_buffer("pl_mean", torch.zeros([]), persistent=False)
-        self._fp16_enabled = False
         if options.init_from:
             init_networks_from(
                 options.init_from,
@@ -348,23 +319,28 @@ class StyleGAN3Training(L.LightningModule):
             dist.all_reduce(tensor)
         return tensor
 
-    def setup(self, stage: str) -> None:
-        if self.options.batch % self.world_size:
-            raise UserError(
-                f"batch ({self.options.batch}) must divide by the {self.world_size} devices"
-            )
+    @property
+    def batch_gpu(self) -> int:
+        """Images per pass on one device: ``batch_gpu``, or the device's whole share."""
+        return self.options.batch_gpu or self.options.batch // self.world_size
 
-    def on_fit_start(self) -> None:
-        # Mixed precision as the architecture prescribes, on CUDA only (CPU runs float32).
-        if self.device.type == "cuda" and not self._fp16_enabled:
-            layers = [
-                *fp16_generator_layers(self.G),
-                *fp16_generator_layers(self.G_ema),
-                *fp16_discriminator_blocks(self.D),
-            ]
-            for layer in layers:
-                run_in_fp16(layer)
-            self._fp16_enabled = True
+    def setup(self, stage: str) -> None:
+        """Check the batch splits as the reference's train.py requires."""
+        o = self.options
+        if o.batch % self.world_size:
+            raise UserError(f"batch ({o.batch}) must divide by the {self.world_size} devices")
+        if o.batch % (self.world_size * self.batch_gpu):
+            raise UserError(
+                f"batch ({o.batch}) must be a multiple of devices ({self.world_size}) times "
+                f"batch_gpu ({self.batch_gpu})"
+            )
+        epilogue = self.D_config.get("epilogue_kwargs") or {}
+        group = epilogue.get("mbstd_group_size", 4)
+        if epilogue.get("mbstd_num_channels", 1) > 0 and group and self.batch_gpu < group:
+            raise UserError(
+                f"batch_gpu ({self.batch_gpu}) cannot be smaller than mbstd_group ({group}): "
+                "raise batch_gpu or lower mbstd_group"
+            )
 
     def configure_callbacks(self) -> list[L.Callback]:
         return list(self.extra_callbacks)
@@ -425,16 +401,41 @@ class StyleGAN3Training(L.LightningModule):
     def _latents(self, count: int) -> Tensor:
         return torch.randn([count, self.G.z_dim], device=self.device)
 
-    def run_G(self, count: int, update_emas: bool = False) -> tuple[Tensor, Tensor]:
-        """``count`` fakes from fresh latents and the ws they came from, with style mixing."""
-        z = self._latents(count)
+    def run_G(self, z: Tensor, update_emas: bool = False) -> tuple[Tensor, Tensor]:
+        """Fakes from the latents ``z`` and the ws they came from, with style mixing."""
         ws = self.G.mapping(z, None, update_emas=update_emas)
         if self.options.style_mixing > 0:
             other = self.G.mapping(torch.randn_like(z), None)
             ws = mix_styles(ws, other, self.options.style_mixing)
         return self.G.synthesis(ws, update_emas=update_emas), ws
 
+    def _gradient_sync(self, last: bool) -> contextlib.AbstractContextManager:
+        """Under DDP, gradients are all-reduced only after a phase's last chunk."""
+        block = getattr(self.trainer.strategy, "block_backward_sync", None)
+        return contextlib.nullcontext() if last or block is None else block()
+
+    def _accumulate(
+        self, chunks: list[tuple[Tensor, ...]], per_sample_loss: Callable[..., Tensor]
+    ) -> Tensor:
+        """Backward of each chunk's share of the batch mean (its sum / the device batch), so
+        the accumulated gradients are those of one pass over the whole batch; returns the
+        batch's mean loss (detached)."""
+        total = sum(chunk[0].shape[0] for chunk in chunks)
+        loss_sum = torch.zeros([], device=self.device)
+        for index, chunk in enumerate(chunks):
+            with self._gradient_sync(last=index == len(chunks) - 1):
+                loss = per_sample_loss(*chunk).sum()
+                self.manual_backward(loss / total)
+            loss_sum += loss.detach()
+        return loss_sum / total
+
+    def _chunks(self, *tensors: Tensor) -> list[tuple[Tensor, ...]]:
+        """The device batch split into ``batch_gpu`` passes (tensors zipped per pass)."""
+        return list(zip(*(t.split(self.batch_gpu) for t in tensors), strict=True))
+
     def training_step(self, batch: Tensor, batch_idx: int) -> None:
+        """One reference iteration over the device's batch, in ``batch_gpu`` passes with
+        gradient accumulation (exactly one big batch's gradients)."""
         o = self.options
         opt_g, opt_d = self.optimizers()
         real = batch
@@ -443,16 +444,17 @@ class StyleGAN3Training(L.LightningModule):
 
         # G: non-saturating loss through a frozen D.
         self._set_d_trainable(False)
-        fake_logits_g = self.run_D(self.run_G(count)[0], sigma)
-        loss_g = generator_loss(fake_logits_g).mean()
         opt_g.zero_grad(set_to_none=True)
-        self.manual_backward(loss_g)
+        loss_g = self._accumulate(
+            self._chunks(self._latents(count)),
+            lambda z: generator_loss(self.run_D(self.run_G(z)[0], sigma)),
+        )
         sanitize_gradients(list(self.G.parameters()))
         opt_g.step()
 
         # Lazy path length regularisation, its own G step every pl_interval iterations.
         if o.pl_weight > 0 and self.iteration % o.pl_interval == 0:
-            images, ws = self.run_G(max(count // o.pl_batch_shrink, 1))
+            images, ws = self.run_G(self._latents(max(count // o.pl_batch_shrink, 1)))
             penalty, self.pl_mean = path_length_penalty(images, ws, self.pl_mean, o.pl_decay)
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward((penalty * o.pl_weight).mean() * o.pl_interval)
@@ -462,30 +464,42 @@ class StyleGAN3Training(L.LightningModule):
 
         # D: logistic loss on fakes (G updates its EMAs here, as in the reference) and reals.
         self._set_d_trainable(True)
-        with torch.no_grad():
-            fake = self.run_G(count, update_emas=True)[0]
-        fake_logits = self.run_D(fake, sigma)
-        real_logits = self.run_D(real, sigma)
-        if self.ada is not None:
-            self.ada.accumulate(real_logits.detach())
-        loss_d = discriminator_loss(real_logits, fake_logits).mean()
+        logits: dict[str, list[Tensor]] = {"real": [], "fake": []}
+
+        def d_loss(real_chunk: Tensor, z: Tensor) -> Tensor:
+            with torch.no_grad():
+                fake = self.run_G(z, update_emas=True)[0]
+            fake_logits = self.run_D(fake, sigma)
+            real_logits = self.run_D(real_chunk, sigma)
+            if self.ada is not None:
+                self.ada.accumulate(real_logits.detach())
+            logits["real"].append(real_logits.detach())
+            logits["fake"].append(fake_logits.detach())
+            return discriminator_loss(real_logits, fake_logits)
+
         opt_d.zero_grad(set_to_none=True)
-        self.manual_backward(loss_d)
+        loss_d = self._accumulate(self._chunks(real, self._latents(count)), d_loss)
         sanitize_gradients(self.d_trainable)
         opt_d.step()
 
         # Lazy R1, its own step every r1_interval iterations, weighted by the interval.
         if self.iteration % o.r1_interval == 0 and o.gamma > 0:
-            real_tmp = real.detach().requires_grad_(True)
-            logits = self.run_D(real_tmp, sigma)
-            penalty = r1_penalty(real_tmp, logits)
-            loss_r1 = (logits * 0).squeeze(1) + penalty * (o.gamma / 2)
+            penalties: list[Tensor] = []
+
+            def r1_loss(real_chunk: Tensor) -> Tensor:
+                real_tmp = real_chunk.detach().requires_grad_(True)
+                real_logits = self.run_D(real_tmp, sigma)
+                penalty = r1_penalty(real_tmp, real_logits)
+                penalties.append(penalty.detach())
+                return ((real_logits * 0).squeeze(1) + penalty * (o.gamma / 2)) * o.r1_interval
+
             opt_d.zero_grad(set_to_none=True)
-            self.manual_backward(loss_r1.mean() * o.r1_interval)
+            self._accumulate(self._chunks(real), r1_loss)
             sanitize_gradients(self.d_trainable)
             opt_d.step()
-            self.log("train/r1_penalty", penalty.mean().detach(), prog_bar=True)
+            self.log("train/r1_penalty", torch.cat(penalties).mean(), prog_bar=True)
 
+        real_logits, fake_logits = torch.cat(logits["real"]), torch.cat(logits["fake"])
         batch_total = count * self.world_size
         beta = ema_beta(batch_total, self.cur_nimg, o.ema_kimg, o.ema_rampup)
         update_ema(self.G_ema, self.G, beta)

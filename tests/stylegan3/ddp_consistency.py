@@ -1,5 +1,6 @@
-"""``python -m tests.stylegan3.ddp_consistency OUT``: a tiny 2-process CPU DDP fit in which every
-rank saves its G, D and G_ema state to ``OUT/rank{N}.pt`` at the end, to compare the ranks."""
+"""``python -m tests.stylegan3.ddp_consistency OUT [BATCH_GPU]``: a tiny 2-process CPU DDP fit in
+which every rank saves its G, D and G_ema state to ``OUT/rank{N}.pt`` at the end, to compare the
+ranks (with BATCH_GPU, each rank's 4 images go in passes of that many, accumulated)."""
 
 from __future__ import annotations
 
@@ -27,10 +28,10 @@ class SaveEveryRank(L.Callback):
         torch.save(state, self.folder / f"rank{trainer.global_rank}.pt")
 
 
-def main(out: Path) -> None:
+def main(out: Path, batch_gpu: int | None = None) -> None:
     data = write_images(out / "data", count=16)
     # 5 steps of 8 images (4 a rank), R1 every 4th step: G, D and R1 backwards all synchronise.
-    options = tiny_options(data, kimg=0.040, batch=8, r1_interval=4, gamma=1.0)
+    options = tiny_options(data, kimg=0.040, batch=8, batch_gpu=batch_gpu, r1_interval=4, gamma=1.0)
     fit(
         build(options),
         out / "run",
@@ -41,4 +42,4 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else None)

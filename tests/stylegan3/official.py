@@ -37,6 +37,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from tests.stylegan3.tiny import AugmentPipe
+
 PERSISTENCE_SRC = '''
 """Stand-in for NVIDIA's torch_utils.persistence: pickles a class with its module's source."""
 import copy
@@ -140,18 +142,6 @@ AUGMENT_KWARGS = {
         "saturation",
     ]
 }
-
-
-class AugmentPipe(nn.Module):
-    """Stand-in for ``training.augment.AugmentPipe``: its probability and filter-bank buffers."""
-
-    def __init__(self, **strengths: float) -> None:
-        super().__init__()
-        self.register_buffer("p", torch.tensor(0.125))
-        self.register_buffer("Hz_geom", torch.linspace(-0.1, 0.1, 12))
-        self.register_buffer("Hz_fbank", torch.ones(4, 12) / 12)
-        for name, value in strengths.items():
-            setattr(self, name, float(value))
 
 
 class OfficialModules:

@@ -23,11 +23,8 @@ from src.stylegan3.losses import (
     r1_penalty,
     update_ema,
 )
-from src.stylegan3.training import (
-    StyleGAN3Training,
-    fp16_discriminator_blocks,
-    fp16_generator_layers,
-)
+from src.stylegan3.precision import fp16_layers
+from src.stylegan3.training import StyleGAN3Training
 from tests.stylegan3.official import OfficialModules, write_pickle
 from tests.stylegan3.official import snapshot as official_snapshot
 from tests.stylegan3.training_helpers import (
@@ -292,22 +289,26 @@ def test_snapshots_measure_fid_and_keep_the_best_checkpoint(tmp_path: Path) -> N
 
 def test_fp16_layers_follow_num_fp16_res(tmp_path: Path) -> None:
     module = build(tiny_options(write_images(tmp_path / "data")))
-    g_layers = fp16_generator_layers(module.G)
     synthesis = module.G.synthesis
-    # num_fp16_res 4 at 16 px: every layer sampled above 16 / 2**4 = 1 px.
-    assert len(g_layers) == len(synthesis.layer_names)
-    synthesis.num_fp16_res = 0
-    assert fp16_generator_layers(module.G) == []
-    assert fp16_discriminator_blocks(module.D) == [module.D.b16, module.D.b8]
-    module.D.num_fp16_res = 0
-    assert fp16_discriminator_blocks(module.D) == []
+    # num_fp16_res 4 at 16 px: every layer sampled above 16 / 2**4 = 1 px, in G and G_ema.
+    assert len(fp16_layers(module.G)) == len(fp16_layers(module.G_ema)) == 4
+    assert len(synthesis.layer_names) == 4
+    assert fp16_layers(module.D) == [module.D.b16, module.D.b8]
+    fp32 = build(
+        tiny_options(
+            write_images(tmp_path / "data"),
+            G_kwargs={**module.G_config, "num_fp16_res": 0},
+            D_kwargs={**module.D_config, "num_fp16_res": 0},
+        )
+    )
+    assert fp16_layers(fp32.G) == fp16_layers(fp32.D) == []
 
 
 @pytest.mark.cuda
 def test_one_cuda_step_with_fp16_layers(tmp_path: Path) -> None:
     module = build(tiny_options(write_images(tmp_path / "data"), kimg=BATCH / 1000))
     fit(module, tmp_path / "run", accelerator="cuda")
-    assert module._fp16_enabled and module.cur_nimg == BATCH
+    assert fp16_layers(module.G) and module.cur_nimg == BATCH
     assert all(torch.isfinite(p).all() for p in module.G_ema.parameters())
 
 

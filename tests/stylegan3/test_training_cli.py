@@ -103,9 +103,15 @@ def test_two_process_cpu_ddp_run_completes(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_two_process_cpu_ddp_keeps_the_ranks_in_step(tmp_path: Path) -> None:
+@pytest.mark.parametrize("batch_gpu", [None, 2])
+def test_two_process_cpu_ddp_keeps_the_ranks_in_step(tmp_path: Path, batch_gpu: int | None) -> None:
+    # batch_gpu=2: two accumulated passes a rank, gradients all-reduced after the last one.
+    extra = [] if batch_gpu is None else [str(batch_gpu)]
     done = run_module(
-        "tests.stylegan3.ddp_consistency", str(tmp_path), env={"GLOO_SOCKET_IFNAME": "lo"}
+        "tests.stylegan3.ddp_consistency",
+        str(tmp_path),
+        *extra,
+        env={"GLOO_SOCKET_IFNAME": "lo"},
     )
     assert done.returncode == 0, done.stderr[-3000:]
     first, second = (load_checkpoint(tmp_path / f"rank{rank}.pt") for rank in (0, 1))

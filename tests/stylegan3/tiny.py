@@ -3,6 +3,9 @@ need real networks but not their size (every official kwarg spelled out, as in a
 
 from pathlib import Path
 
+import torch
+from torch import nn
+
 G_KWARGS = {
     "z_dim": 16,
     "c_dim": 0,
@@ -85,3 +88,15 @@ def write_tiny_checkpoint(
         "configs": {"G": g_kwargs, "G_ema": g_kwargs, "D": D_KWARGS},
     }
     return save_checkpoint(to_checkpoint(networks, "tiny test network"), path)
+
+
+class AugmentPipe(nn.Module):
+    """Stand-in for ``training.augment.AugmentPipe``: its probability and filter-bank buffers."""
+
+    def __init__(self, **strengths: float) -> None:
+        super().__init__()
+        self.register_buffer("p", torch.tensor(0.125))
+        self.register_buffer("Hz_geom", torch.linspace(-0.1, 0.1, 12))
+        self.register_buffer("Hz_fbank", torch.ones(4, 12) / 12)
+        for name, value in strengths.items():
+            setattr(self, name, float(value))
