@@ -1,0 +1,133 @@
+"""Runs that never lie: SIGTERM stops a chain, a stage folder is locked while its stage runs,
+stages die with the runner."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from src.common.errors import UserError
+from src.common.lifecycle import StageLock
+from tests.conftest import REPO_ROOT, TEST_CONFIGS
+
+
+def start_module(module: str, *overrides: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    """``python -m module overrides...`` started in the background, output captured."""
+    full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", **env}
+    full_env.pop("TOONFORGE_ROOT", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *overrides],
+        cwd=REPO_ROOT,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.1)
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def chain(root: Path) -> list[str]:
+    return [f"--config-dir={TEST_CONFIGS}", "+experiment=fakes", f"paths.root_dir={root}"]
+
+
+def fake_a(root: Path) -> list[str]:
+    """The fake stage on its own, in the folder the fake chain uses."""
+    return [f"--config-dir={TEST_CONFIGS}", f"paths.root_dir={root}", "run_name=chain"]
+
+
+def run_fake_a(root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tests.stages.fake_a", *fake_a(root)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def stage_pid(folder: Path) -> int:
+    return int((folder / ".lock").read_text())
+
+
+def test_lock_refuses_a_second_holder_and_names_the_first(tmp_path: Path) -> None:
+    holder = f"in use by process {os.getpid()}"
+    with StageLock(tmp_path, "pix2pix"), pytest.raises(UserError, match=holder):
+        StageLock(tmp_path, "pix2pix").acquire()
+    with StageLock(tmp_path, "pix2pix"):
+        pass
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="flock and /proc: Linux")
+def test_second_run_of_a_running_stage_fails_at_once_and_a_killed_holder_frees_it(
+    tmp_path: Path,
+) -> None:
+    slow = {"SLOW_FAKE_A_S": "30"}
+    first = start_module("tests.stages.fake_a", *fake_a(tmp_path), env=slow)
+    folder = tmp_path / "runs" / "chain" / "fake_a"
+    try:
+        wait_for(lambda: (folder / "started.json").exists())
+        started = time.monotonic()
+        second = run_fake_a(tmp_path)
+        assert second.returncode == 2
+        assert second.stderr.strip().splitlines() == [
+            f"error: fake_a: {folder} is in use by process {first.pid} (another run of this "
+            "stage); wait for it to finish or stop it, then run again"
+        ]
+        assert time.monotonic() - started < 30
+    finally:
+        first.kill()
+        first.wait()
+    # kill -9 leaves no stale lock: the next run takes it and finishes.
+    third = run_fake_a(tmp_path)
+    assert third.returncode == 0, third.stderr
+    assert (folder / "done.json").exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG: Linux")
+def test_kill_9_of_the_runner_takes_the_running_stage_with_it(tmp_path: Path) -> None:
+    runner = start_module("src.pipeline", *chain(tmp_path), env={"SLOW_FAKE_A_S": "30"})
+    folder = tmp_path / "runs" / "chain" / "fake_a"
+    wait_for(lambda: (folder / ".lock").exists() and (folder / ".lock").read_text().strip() != "")
+    pid = stage_pid(folder)
+    assert alive(pid)
+    runner.kill()
+    runner.wait()
+    wait_for(lambda: not alive(pid), timeout=20)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc: Linux")
+def test_sigterm_to_the_runner_stops_the_chain_and_names_the_stage(tmp_path: Path) -> None:
+    runner = start_module("src.pipeline", *chain(tmp_path), env={"SLOW_FAKE_A_S": "2"})
+    folder = tmp_path / "runs" / "chain" / "fake_a"
+    wait_for(lambda: (folder / "items" / "0.txt").exists())
+    runner.send_signal(signal.SIGTERM)
+    _, stderr = runner.communicate(timeout=60)
+    assert runner.returncode == 143, stderr
+    assert "fake_a: stopped by SIGTERM; run the same command again to resume" in stderr
+    assert "fake_a was interrupted (SIGTERM)" in " ".join(stderr.split())
+    assert not (folder / "done.json").exists()
+    assert not (tmp_path / "runs" / "chain" / "fake_b").exists()
