@@ -80,7 +80,7 @@ def relative_to_run(value: Any, prefixes: Sequence[tuple[str, str]]) -> Any:
         return [relative_to_run(v, prefixes) for v in value]
     if isinstance(value, str):
         for folder, placeholder in prefixes:
-            if value == folder:
+            if value.rstrip("/") == folder:
                 return placeholder
             if value.startswith(folder + "/"):
                 return placeholder + "/" + value[len(folder) :].lstrip("/")
