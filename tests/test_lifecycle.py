@@ -131,3 +131,43 @@ def test_sigterm_to_the_runner_stops_the_chain_and_names_the_stage(tmp_path: Pat
     assert "fake_a was interrupted (SIGTERM)" in " ".join(stderr.split())
     assert not (folder / "done.json").exists()
     assert not (tmp_path / "runs" / "chain" / "fake_b").exists()
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process under ``pid`` (children, their children...), from /proc."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier}
+        found |= frontier
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc: Linux")
+def test_kill_9_of_toyfaces_takes_its_workers_and_resource_tracker_along(tmp_path: Path) -> None:
+    stage = start_module(
+        "src.common.toyfaces",
+        f"paths.root_dir={tmp_path}",
+        "toyfaces.workers=2",
+        "toyfaces.paired_count=4000",
+        "toyfaces.train_count=0",
+        "toyfaces.test_count=0",
+        env={"OMP_NUM_THREADS": "1"},
+    )
+    paired = tmp_path / "runs" / "default" / "toyfaces" / "paired" / "A"
+    try:
+        wait_for(lambda: paired.is_dir() and any(paired.glob("*.png")), timeout=120)
+        helpers = descendants(stage.pid)
+        assert len(helpers) >= 2, "the workers (and the resource tracker) run"
+    finally:
+        stage.kill()
+        stage.wait()
+    wait_for(lambda: not any(alive(pid) for pid in helpers), timeout=20)
