@@ -3,6 +3,7 @@ stages die with the runner."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,10 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
 from src.common.errors import UserError
 from src.common.lifecycle import StageLock
-from tests.conftest import REPO_ROOT, TEST_CONFIGS
+from tests.conftest import REPO_ROOT, TEST_CONFIGS, run_module
 
 
 def start_module(module: str, *overrides: str, env: dict[str, str]) -> subprocess.Popen[str]:
@@ -171,3 +173,57 @@ def test_kill_9_of_toyfaces_takes_its_workers_and_resource_tracker_along(tmp_pat
         stage.kill()
         stage.wait()
     wait_for(lambda: not any(alive(pid) for pid in helpers), timeout=20)
+
+
+def smoke_chain(root: Path) -> list[str]:
+    """A real chain: tiny toy faces, pix2pix on their pairs for 6 epochs, then cartoonize."""
+    return [
+        "+experiment=smoke",
+        f"paths.root_dir={root}",
+        "pipeline.stages=[toyfaces,pix2pix,cartoonize]",
+        "toyfaces.paired_count=16",
+        "toyfaces.train_count=0",
+        "toyfaces.test_count=0",
+        "toyfaces.contact_sheet_pairs=0",
+        "pix2pix.data.manifest=null",
+        "pix2pix.data.root=${paths.run_dir}/toyfaces/paired",
+        "pix2pix.n_epochs=6",
+        "pix2pix.n_epochs_decay=0",
+        "pix2pix.ground_truth.root=null",
+        "callbacks=minimal",
+        "+trainer.enable_progress_bar=false",
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc: Linux")
+def test_sigterm_mid_training_saves_last_ckpt_stops_the_chain_and_a_rerun_resumes(
+    tmp_path: Path,
+) -> None:
+    env = {"OMP_NUM_THREADS": "1"}
+    runner = start_module("src.pipeline", *smoke_chain(tmp_path), env=env)
+    run_dir = tmp_path / "runs" / "smoke"
+    checkpoints = run_dir / "pix2pix" / "checkpoints"
+    wait_for(lambda: runner.poll() is not None or any(checkpoints.glob("epoch*.ckpt")), 240)
+    assert runner.poll() is None, runner.communicate()[1][-3000:]
+    runner.send_signal(signal.SIGTERM)
+    _, stderr = runner.communicate(timeout=120)
+    assert runner.returncode == 143, stderr[-3000:]
+    lines = [line for line in stderr.splitlines() if "stopped by SIGTERM" in line]
+    assert lines == [
+        f"error: pix2pix: stopped by SIGTERM, saved {checkpoints / 'last.ckpt'}; run the same "
+        "command again to resume"
+    ]
+    assert "pix2pix was interrupted (SIGTERM)" in " ".join(stderr.split())
+    saved = torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=False)
+    assert saved["global_step"] > 0 and saved["epoch"] < 6
+    assert not (run_dir / "pix2pix" / "done.json").exists()
+    assert not (run_dir / "cartoonize").exists()
+
+    again = run_module("src.pipeline", *smoke_chain(tmp_path), env=env, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    output = again.stdout + again.stderr
+    assert f"Restoring states from the checkpoint path at {checkpoints / 'last.ckpt'}" in output
+    record = json.loads((run_dir / "pix2pix" / "done.json").read_text())
+    assert record["resumed"] is True
+    assert (run_dir / "cartoonize" / "done.json").exists()
