@@ -227,3 +227,59 @@ def test_sigterm_mid_training_saves_last_ckpt_stops_the_chain_and_a_rerun_resume
     record = json.loads((run_dir / "pix2pix" / "done.json").read_text())
     assert record["resumed"] is True
     assert (run_dir / "cartoonize" / "done.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("code", "tail"),
+    [
+        (
+            "ENOSPC",
+            "No space left on device; the disk is full; free some space, then run the "
+            "same command again",
+        ),
+        (
+            "EROFS",
+            "Read-only file system; the file system is read-only; choose another folder "
+            "(paths.root_dir=...)",
+        ),
+        (
+            "EACCES",
+            "Permission denied; fix its permissions or choose another folder (paths.root_dir=...)",
+        ),
+    ],
+)
+def test_environment_failures_in_a_stage_are_one_line(tmp_path: Path, code: str, tail: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.stages.fake_a", *fake_a(tmp_path)],
+        cwd=REPO_ROOT,
+        env={**os.environ, "ERRNO_FAKE_A": code},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2
+    item = tmp_path / "runs" / "chain" / "fake_a" / "items" / "0.txt"
+    assert result.stderr.strip().splitlines() == [f"error: fake_a: {item}: {tail}"]
+
+
+@pytest.mark.skipif(not Path("/sys").is_dir(), reason="needs an unwritable /sys")
+def test_an_unwritable_output_root_is_one_line_before_hydra_writes(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.stages.fake_a",
+            f"--config-dir={TEST_CONFIGS}",
+            "paths.root_dir=/sys/toonforge-test",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: fake_a: /sys/toonforge-test")
+    assert "choose another folder (paths.root_dir=...)" in line
