@@ -4,6 +4,7 @@ resumes exactly."""
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import lightning as L
@@ -14,6 +15,7 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
 from src.common.errors import UserError
+from src.common.lifecycle import GUARD
 from src.common.stage import CONFIG_DIR, StageContext
 from src.common.training import (
     CheckpointOnSigterm,
@@ -131,3 +133,31 @@ def test_make_trainer_saves_a_checkpoint_on_sigterm(tmp_path: Path) -> None:
     trainer = make_trainer(stage_cfg(tmp_path, 1))
     (saver,) = [c for c in trainer.callbacks if isinstance(c, CheckpointOnSigterm)]
     assert saver.checkpoint_dir == Path(stage_cfg(tmp_path, 1).out_dir) / "checkpoints"
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGUSR2"])
+def test_a_stop_signal_mid_fit_saves_last_ckpt_after_that_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signame: str
+) -> None:
+    """SIGTERM, or submitit's USR2 inside a SLURM job: training stops at the end of the batch
+    and ``last.ckpt`` holds that step (epochs here are 4 steps: not the epoch checkpoint)."""
+    monkeypatch.setenv("SLURM_JOB_ID", "1")
+    cfg = stage_cfg(tmp_path, 50)
+
+    class Stopped(TinyRegression):
+        def training_step(self, batch, batch_idx):
+            if self.global_step == 5:
+                os.kill(os.getpid(), getattr(signal, signame))
+            return super().training_step(batch, batch_idx)
+
+    GUARD.install()
+    try:
+        with pytest.raises(SystemExit):
+            make_trainer(cfg).fit(Stopped(), loader())
+        assert GUARD.received
+    finally:
+        GUARD.uninstall()
+    saved = torch.load(
+        Path(cfg.out_dir) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
+    )
+    assert saved["global_step"] == 6

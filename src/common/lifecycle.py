@@ -1,6 +1,6 @@
 """How stage processes live and die: SIGTERM, the per-stage folder lock, dying with the parent.
 
-- SIGTERM (``kill``, SLURM before a time limit, the runner being stopped) raises
+- SIGTERM (``kill``, SLURM at a time limit, the runner being stopped) raises
   :class:`Terminated` where the stage can stop at once; inside a Lightning fit it only sets a
   flag (:meth:`TerminationGuard.deferred`), Lightning stops at the end of the batch, a callback
   saves ``last.ckpt`` and the stage exits with 143 (128 + SIGTERM).
@@ -22,9 +22,11 @@ import fcntl
 import os
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from src.common.errors import UserError
 
@@ -44,7 +46,7 @@ class TerminationGuard:
     def __init__(self) -> None:
         self.received = False
         self._deferred = 0
-        self._previous: signal.Handlers | object | None = None
+        self._previous: dict[int, Any] = {}
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
         """Signal handler: remember the signal; raise unless a loop will stop at a safe point
@@ -55,15 +57,18 @@ class TerminationGuard:
             raise Terminated(f"received signal {signum}")
 
     def install(self) -> None:
-        """Make :meth:`handle` the SIGTERM handler (main thread only)."""
+        """Make :meth:`handle` the handler of :func:`stop_signals` (main thread only)."""
         self.received = False
-        self._previous = signal.signal(signal.SIGTERM, self.handle)
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in stop_signals():
+            self._previous[signum] = signal.signal(signum, self.handle)
 
     def uninstall(self) -> None:
-        """Put back the handler :meth:`install` replaced."""
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)  # type: ignore[arg-type]
-            self._previous = None
+        """Put back the handlers :meth:`install` replaced."""
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
 
     @contextlib.contextmanager
     def deferred(self) -> Iterator[None]:
@@ -84,6 +89,18 @@ class TerminationGuard:
 
 
 GUARD = TerminationGuard()
+
+
+def stop_signals() -> list[int]:
+    """SIGTERM, and inside a SLURM job also submitit's warning before the time limit
+    (``SUBMITIT_PREEMPT_SIGNAL``, USR2 by default), which would otherwise end the job unsaved."""
+    signals = [signal.SIGTERM]
+    if "SLURM_JOB_ID" in os.environ:
+        name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
+        warning = getattr(signal, f"SIG{name}", None)
+        if warning is not None and warning != signal.SIGTERM:
+            signals.append(warning)
+    return signals
 
 
 def lock_holder(lock_path: Path) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import zipfile
 from pathlib import Path
@@ -36,6 +37,19 @@ class CheckpointOnSigterm(L.Callback):
         if stage == "fit" and not self._deferring:
             GUARD.defer()
             self._deferring = True
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        # Another stop signal (submitit's USR2 under SLURM) reached the guard: turn it into the
+        # SIGTERM Lightning stops on, at the end of this batch.
+        if GUARD.received and not trainer.received_sigterm:
+            os.kill(os.getpid(), signal.SIGTERM)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self._deferring:
