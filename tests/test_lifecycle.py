@@ -283,3 +283,28 @@ def test_an_unwritable_output_root_is_one_line_before_hydra_writes(tmp_path: Pat
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: fake_a: /sys/toonforge-test")
     assert "choose another folder (paths.root_dir=...)" in line
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="flock: Linux")
+def test_a_second_pipeline_on_the_same_run_stops_at_the_locked_stage(tmp_path: Path) -> None:
+    first = start_module("src.pipeline", *chain(tmp_path), env={"SLOW_FAKE_A_S": "4"})
+    folder = tmp_path / "runs" / "chain" / "fake_a"
+    try:
+        wait_for(lambda: (folder / "items" / "0.txt").exists())
+        second = subprocess.run(
+            [sys.executable, "-m", "src.pipeline", *chain(tmp_path)],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert second.returncode == 1
+        assert f"error: fake_a: {folder} is in use by process {stage_pid(folder)}" in second.stderr
+        _, stderr = first.communicate(timeout=120)
+    finally:
+        first.kill()
+        first.wait()
+    assert first.returncode == 0, stderr
+    assert sorted(p.name for p in (folder / "items").iterdir()) == [f"{i}.txt" for i in range(5)]
