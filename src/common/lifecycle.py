@@ -36,8 +36,9 @@ TERMINATED_EXIT_CODE = 128 + signal.SIGTERM
 PR_SET_PDEATHSIG = 1
 
 
-class Terminated(Exception):
-    """The process received SIGTERM; the stage stops and exits with 143."""
+class Terminated(BaseException):
+    """The process received SIGTERM; the stage stops and exits with 143. A BaseException, as
+    KeyboardInterrupt is, so that ``except Exception`` blocks in a stage do not swallow it."""
 
 
 class TerminationGuard:

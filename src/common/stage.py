@@ -4,7 +4,10 @@ A stage is a Hydra app whose primary config is ``configs/<stage>.yaml``; its own
 under the key ``<stage>`` and its outputs under ``out_dir`` (``<runs_dir>/<run_name>/<stage>``).
 ``run_stage`` wraps a stage function with what every stage needs: the composed config saved
 beside the outputs, seeding, a ``started.json`` while it runs (so a rerun knows it may resume),
-a ``done.json`` when it finishes (so the runner can skip it), and user errors as one line.
+an exclusive lock on the stage folder while it runs (``src.common.lifecycle``), a ``done.json``
+with the SHA-256 of every output file when it finishes (so the runner can skip it and loaders
+can check what they read), SIGTERM as exit status 143, and user and environment errors (full
+disk, read-only folder) as one line.
 
 This module imports no torch: the runner uses it to decide what to skip in well under a second.
 """
@@ -293,10 +296,10 @@ def run_stage(stage: str, fn: StageFn) -> None:
             if message is None:
                 raise
             fail(f"{name}: {message}")
-        except (Terminated, SystemExit) as err:
+        except (Terminated, SystemExit):
             if not GUARD.received:
                 raise
-            saved = getattr(err, "saved", None) or _saved_checkpoint(Path(cfg.out_dir))
+            saved = _saved_checkpoint(Path(cfg.out_dir))
             fail(
                 f"{name}: stopped by SIGTERM{saved}; run the same command again to resume",
                 code=TERMINATED_EXIT_CODE,
