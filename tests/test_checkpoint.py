@@ -16,6 +16,8 @@ from src.common.checkpoint import (
     save_checkpoint,
 )
 from src.common.errors import UserError
+from src.common.fileio import atomic_write_json
+from src.common.integrity import output_checksums
 
 
 class Executes:
@@ -75,3 +77,21 @@ def test_matching_state_dict_loads() -> None:
     source, target = nn.Linear(4, 3), nn.Linear(4, 3)
     load_state_dict_checked(target, source.state_dict(), "x.pt")
     assert torch.equal(target.weight, source.weight)
+
+
+def test_a_bit_flipped_stage_output_is_refused_on_load(tmp_path: Path) -> None:
+    path = save_checkpoint({"weight": torch.arange(4096.0)}, tmp_path / "network-final.pt")
+    atomic_write_json(
+        tmp_path / "done.json",
+        {"stage": "stylegan3", "sha256": output_checksums(tmp_path, ["network-final.pt"])},
+    )
+    assert torch.equal(load_checkpoint(path)["weight"], torch.arange(4096.0))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x04  # inside the tensor data: torch.load would not notice
+    path.write_bytes(bytes(data))
+    with pytest.raises(
+        UserError,
+        match=r"network-final\.pt does not match the SHA-256 that "
+        r"stylegan3 recorded in .*done\.json",
+    ):
+        load_checkpoint(path)

@@ -287,3 +287,20 @@ def test_save_image_is_atomic(tmp_path: Path) -> None:
 
     with pytest.raises(UserError, match=r"picture\.xyz"):
         save_image(image, tmp_path / "picture.xyz")
+
+
+def test_broken_symlinks_and_image_named_folders_are_counted_as_skipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    noise(8, 8).save(tmp_path / "good.png")
+    (tmp_path / "gone.png").symlink_to(tmp_path / "deleted.png")
+    (tmp_path / "album.jpg").mkdir()
+    listed = list_images(tmp_path)
+    assert [p.name for p in listed] == ["album.jpg", "gone.png", "good.png"]
+    report = ImageLoadReport()
+    with caplog.at_level(logging.WARNING, logger="src.common.images"):
+        loaded = [path.name for path, _ in iter_images(listed, report)]
+    assert loaded == ["good.png"]
+    assert report.summary() == "loaded 1 image, skipped 2 (unreadable 2)"
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "broken symbolic link" in messages and "a folder named like an image" in messages

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
+import os
 import random
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from src.common.stage import config_hash, execute_stage, why_not_done
+from src.common.errors import UserError
+from src.common.integrity import verify_recorded_sha256
+from src.common.stage import (
+    CONFIG_DIR,
+    config_hash,
+    environment_error,
+    execute_stage,
+    read_record,
+    upstream_run_ids,
+    why_not_done,
+)
 from src.pipeline.runner import first_key_component, overrides_for_stage
 
 CHAIN = ["toyfaces", "pix2pix"]
@@ -114,3 +128,73 @@ def test_overrides_are_routed_by_stage_namespace() -> None:
         "trainer=gpu",
     ]
     assert first_key_component("+pix2pix.model@x") == "pix2pix"
+
+
+def composed(stage: str, *overrides: str):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(stage, ["+experiment=smoke", *overrides])
+
+
+@pytest.mark.parametrize("stage", ["toyfaces", "pix2pix"])
+def test_hash_ignores_the_stage_list_and_how_the_root_is_spelled(stage: str) -> None:
+    base = config_hash(composed(stage), stage)
+    assert config_hash(composed(stage, "pipeline.stages=[toyfaces]"), stage) == base
+    assert config_hash(composed(stage, "pipeline.stages=[pix2pix,cartoonize]"), stage) == base
+    for root in (".", "./", os.getcwd(), os.getcwd() + "/"):
+        assert config_hash(composed(stage, f"paths.root_dir={root}"), stage) == base, root
+    assert config_hash(composed(stage, "paths.root_dir=/elsewhere"), stage) == base
+    assert config_hash(composed(stage, "seed=1"), stage) != base
+
+
+@pytest.mark.parametrize("content", ["[]", "{}", '"done"', "{broken", '{"config_hash": 1}'])
+def test_a_done_json_of_the_wrong_shape_is_not_done(tmp_path: Path, content: str) -> None:
+    (tmp_path / "done.json").write_text(content)
+    assert why_not_done(tmp_path, "abc", {}) is not None
+    assert read_record(tmp_path) is None or read_record(tmp_path) == json.loads(content)
+    assert upstream_run_ids(chain_cfg(), "pix2pix", tmp_path.parent) == {}
+
+
+def test_done_json_with_outputs_of_the_wrong_shape_is_not_done(tmp_path: Path) -> None:
+    record = {"config_hash": "abc", "upstream": {}, "outputs": "model.pt"}
+    (tmp_path / "done.json").write_text(json.dumps(record))
+    assert why_not_done(tmp_path, "abc", {}) == "done.json unreadable"
+    (tmp_path / "done.json").write_text(json.dumps(record | {"outputs": [3]}))
+    assert why_not_done(tmp_path, "abc", {}) == "outputs missing: 3"
+
+
+def test_done_json_records_sha256_and_loaders_verify_it(tmp_path: Path) -> None:
+    cfg = chain_cfg(out_dir=str(tmp_path / "pix2pix"), **{"paths.run_dir": str(tmp_path)})
+
+    def write(ctx):
+        (ctx.out_dir / "generator.pt").write_bytes(b"weights" * 100)
+        (ctx.out_dir / "checkpoints").mkdir()
+        (ctx.out_dir / "checkpoints" / "last.ckpt").write_bytes(b"state")
+        (ctx.out_dir / "grids").mkdir()
+        return ["generator.pt", "checkpoints/last.ckpt", "grids"]
+
+    record = execute_stage("pix2pix", write, cfg)
+    out = tmp_path / "pix2pix"
+    assert record["sha256"] == {
+        "generator.pt": hashlib.sha256(b"weights" * 100).hexdigest(),
+        "checkpoints/last.ckpt": hashlib.sha256(b"state").hexdigest(),
+    }
+    verify_recorded_sha256(out / "generator.pt")
+    verify_recorded_sha256(out / "checkpoints" / "last.ckpt")
+    flipped = bytearray((out / "generator.pt").read_bytes())
+    flipped[10] ^= 0x01
+    (out / "generator.pt").write_bytes(bytes(flipped))
+    with pytest.raises(UserError, match=r"generator.pt does not match the SHA-256 that pix2pix"):
+        verify_recorded_sha256(out / "generator.pt")
+    (tmp_path / "mine.pt").write_bytes(b"a user's own file")
+    verify_recorded_sha256(tmp_path / "mine.pt")
+
+
+def test_stage_function_errors_from_the_environment_are_one_line() -> None:
+    full = OSError(errno.ENOSPC, "No space left on device", "/runs/x/generator.pt")
+    assert environment_error(full) == (
+        "/runs/x/generator.pt: No space left on device; the disk is full; free some space, "
+        "then run the same command again"
+    )
+    read_only = OSError(errno.EROFS, "Read-only file system", "/mnt/ro/runs")
+    assert "choose another folder (paths.root_dir=...)" in environment_error(read_only)
+    assert environment_error(FileNotFoundError(errno.ENOENT, "No such file", "x")) is None

@@ -3,16 +3,27 @@ resumes exactly."""
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
-from src.common.stage import CONFIG_DIR
-from src.common.training import last_checkpoint, make_trainer
+from src.common.errors import UserError
+from src.common.lifecycle import GUARD
+from src.common.stage import CONFIG_DIR, StageContext
+from src.common.training import (
+    CheckpointOnSigterm,
+    checkpoint_problem,
+    last_checkpoint,
+    make_trainer,
+    resume_checkpoint,
+)
 
 
 class TinyRegression(L.LightningModule):
@@ -81,3 +92,72 @@ def test_csv_logger_and_minimal_callbacks(tmp_path: Path) -> None:
     assert {"RichProgressBar", "LearningRateMonitor", "ModelCheckpoint"} <= names
     minimal = make_trainer(stage_cfg(tmp_path, 1))
     assert "LearningRateMonitor" not in {type(c).__name__ for c in minimal.callbacks}
+
+
+def test_a_truncated_last_ckpt_falls_back_to_the_newest_intact_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    for index, name in enumerate(("epoch0000.ckpt", "epoch0001.ckpt", "last.ckpt")):
+        torch.save({"epoch": index}, folder / name)
+        os.utime(folder / name, (1000 + index, 1000 + index))
+    intact = (folder / "last.ckpt").read_bytes()
+    (folder / "last.ckpt").write_bytes(intact[: len(intact) // 2])
+    assert checkpoint_problem(folder / "epoch0001.ckpt") is None
+    assert "truncated or not a checkpoint" in checkpoint_problem(folder / "last.ckpt")
+
+    assert last_checkpoint(tmp_path, "pix2pix") == folder / "epoch0001.ckpt"
+    message = capsys.readouterr().err.strip()
+    assert message.startswith(f"pix2pix: {folder / 'last.ckpt'} is broken: truncated or not")
+    assert message.endswith("; resuming from epoch0001.ckpt instead")
+
+    ctx = StageContext(
+        "pix2pix", OmegaConf.create({"pix2pix": {"ckpt_path": "last"}}), tmp_path, "h", resume=False
+    )
+    assert resume_checkpoint(ctx) == folder / "epoch0001.ckpt"
+    for name in ("epoch0000.ckpt", "epoch0001.ckpt"):
+        (folder / name).write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(UserError, match=r"ckpt_path=last: .* broken, with no intact checkpoint"):
+        resume_checkpoint(ctx)
+    ctx.params.ckpt_path = None
+    ctx.resume = True
+    assert resume_checkpoint(ctx) is None
+    assert capsys.readouterr().err.strip().endswith("; none intact beside it")
+    ctx.params.ckpt_path = str(folder / "last.ckpt")
+    with pytest.raises(UserError, match=r"last\.ckpt is truncated or not a checkpoint"):
+        resume_checkpoint(ctx)
+
+
+def test_make_trainer_saves_a_checkpoint_on_sigterm(tmp_path: Path) -> None:
+    trainer = make_trainer(stage_cfg(tmp_path, 1))
+    (saver,) = [c for c in trainer.callbacks if isinstance(c, CheckpointOnSigterm)]
+    assert saver.checkpoint_dir == Path(stage_cfg(tmp_path, 1).out_dir) / "checkpoints"
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGUSR2"])
+def test_a_stop_signal_mid_fit_saves_last_ckpt_after_that_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signame: str
+) -> None:
+    """SIGTERM, or submitit's USR2 inside a SLURM job: training stops at the end of the batch
+    and ``last.ckpt`` holds that step (epochs here are 4 steps: not the epoch checkpoint)."""
+    monkeypatch.setenv("SLURM_JOB_ID", "1")
+    cfg = stage_cfg(tmp_path, 50)
+
+    class Stopped(TinyRegression):
+        def training_step(self, batch, batch_idx):
+            if self.global_step == 5:
+                os.kill(os.getpid(), getattr(signal, signame))
+            return super().training_step(batch, batch_idx)
+
+    GUARD.install()
+    try:
+        with pytest.raises(SystemExit):
+            make_trainer(cfg).fit(Stopped(), loader())
+        assert GUARD.received
+    finally:
+        GUARD.uninstall()
+    saved = torch.load(
+        Path(cfg.out_dir) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
+    )
+    assert saved["global_step"] == 6

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -65,6 +66,7 @@ class LabelSession:
         if target < 1:
             raise UserError(f"target={target} must be at least 1 (pairs wanted per class)")
         self.target = target
+        self.root = Path(pairs_dir).resolve()
         self.images = pair_images(pairs_dir)
         self.ids = ids_for_side(self.images, side, Path(pairs_dir))
         self.known = set(self.ids)
@@ -116,10 +118,15 @@ class LabelSession:
             return {"undone": None if undone is None else undone.pair_id, "state": self._state()}
 
     def image_path(self, folder: str, pair_id: str) -> Path | None:
-        """The file of ``folder`` (A or B) for a known id, or None."""
-        if pair_id not in self.known:
+        """The file of ``folder`` (A or B) for a known id, or None; a symlink that leads out of
+        the pairs folder (to ``/etc/passwd``, say) is resolved and refused."""
+        if pair_id not in self.known or folder not in self.images[pair_id]:
             return None
-        return self.images[pair_id].get(folder)
+        try:
+            target = self.images[pair_id][folder].resolve(strict=True)
+        except (OSError, RuntimeError):
+            return None
+        return target if target.is_relative_to(self.root) and target.is_file() else None
 
     def close(self) -> None:
         """Close the labels file."""
@@ -187,13 +194,18 @@ class LabelHandler(BaseHTTPRequestHandler):
         if content_type != "application/json":
             self._json(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, {"error": "send application/json"})
             return
-        length = int(self.headers.get("Content-Length") or 0)
+        length = content_length(self.headers.get("Content-Length"))
+        if length is None:
+            self.close_connection = True
+            self._json(HTTPStatus.BAD_REQUEST, {"error": "bad Content-Length"})
+            return
         if length > MAX_BODY_BYTES:
+            self.close_connection = True
             self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "body too large"})
             return
         try:
             body = json.loads(self.rfile.read(length) or b"{}")
-        except ValueError:
+        except (ValueError, RecursionError):
             self._json(HTTPStatus.BAD_REQUEST, {"error": "body is not JSON"})
             return
         session = self.server.session
@@ -203,8 +215,35 @@ class LabelHandler(BaseHTTPRequestHandler):
         if not isinstance(body, dict):
             self._json(HTTPStatus.BAD_REQUEST, {"error": "send an object {id, label}"})
             return
-        status, payload = session.label(str(body.get("id", "")), str(body.get("label", "")))
+        try:
+            status, payload = session.label(str(body.get("id", "")), str(body.get("label", "")))
+        except OSError as exc:
+            # A full disk or a file made read-only meanwhile: one line here, the reason there.
+            message = f"cannot write {session.log.path} ({exc.strerror}); free space or fix it"
+            print(f"error: {message}", file=sys.stderr, flush=True)
+            self._json(HTTPStatus.INSUFFICIENT_STORAGE, {"error": message})
+            return
         self._json(status, payload)
+
+
+def content_length(header: str | None) -> int | None:
+    """The request's body size from its ``Content-Length`` (0 when absent), or None when the
+    header is not a non-negative whole number."""
+    if header is None or not header.strip():
+        return 0
+    text = header.strip()
+    return int(text) if text.isdigit() else None
+
+
+def check_port(value: Any) -> int:
+    """``port`` as an int in 0..65535 (0: any free port), else a one-line :class:`UserError`."""
+    try:
+        port = int(str(value).strip())
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise UserError(f"port={value} is not a port number; use 0-65535 (0 picks a free one)")
+    return port
 
 
 class LabelServer(ThreadingHTTPServer):
@@ -232,7 +271,7 @@ def main(cfg: DictConfig) -> None:
     """Serve the labelling page until Ctrl+C."""
     try:
         session = LabelSession(cfg.pairs, cfg.labels, side=cfg.side, target=int(cfg.target))
-        server = LabelServer(session, int(cfg.port))
+        server = LabelServer(session, check_port(cfg.port))
     except UserError as err:
         fail(str(err))
     except MissingMandatoryValue as err:

@@ -101,11 +101,17 @@ class LabelLog:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.events = read_label_events(self.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._repair_tail()
-        self._handle = open(self.path, "a", encoding="utf-8", newline="")  # noqa: SIM115
-        if self.path.stat().st_size == 0:
-            self._write_row(LABEL_COLUMNS)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._repair_tail()
+            self._handle = open(self.path, "a", encoding="utf-8", newline="")  # noqa: SIM115
+            if self.path.stat().st_size == 0:
+                self._write_row(LABEL_COLUMNS)
+        except OSError as exc:
+            raise UserError(
+                f"labels={self.path}: cannot write ({exc.strerror}); make the file and its "
+                "folder writable, or point labels= at another file"
+            ) from None
         self.active = replay(self.events)
 
     def _repair_tail(self) -> None:

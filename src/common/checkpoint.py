@@ -18,6 +18,7 @@ from torch import nn
 
 from src.common.errors import UserError
 from src.common.fileio import atomic_path
+from src.common.integrity import verify_recorded_sha256
 
 MAX_LISTED = 5
 
@@ -126,6 +127,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str = "cpu") -> 
     source = Path(path)
     if not source.is_file():
         raise UserError(f"checkpoint {source} does not exist; check the path in your config")
+    verify_recorded_sha256(source)
     kind = file_kind(source)
     if kind == "pickle":
         raise UserError(

@@ -80,7 +80,9 @@ def list_images(folder: str | os.PathLike[str], recursive: bool = False) -> list
     """Sorted image files in ``folder``, skipping hidden files and folders (names starting '.').
 
     Hidden names also cover the temporary files of atomic writes still in progress.
-    Symlinked files are listed; symlinked folders are not entered (no loops).
+    Symlinked files are listed; symlinked folders are not entered (no loops). Entries named
+    like images that are not files (broken symlinks, and folders when not recursing) are
+    listed too, so that loading counts them as skipped with a reason instead of losing them.
     """
     root = Path(folder)
     if not root.is_dir():
@@ -99,10 +101,9 @@ def _collect_images(folder: Path, recursive: bool, found: list[Path]) -> None:
         for entry in entries:
             if entry.name.startswith("."):
                 continue
-            if entry.is_dir(follow_symlinks=False):
-                if recursive:
-                    _collect_images(Path(entry.path), recursive, found)
-            elif entry.is_file() and is_image_file(entry.name):
+            if entry.is_dir(follow_symlinks=False) and recursive:
+                _collect_images(Path(entry.path), recursive, found)
+            elif is_image_file(entry.name):
                 found.append(Path(entry.path))
 
 
@@ -113,6 +114,10 @@ def load_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
     ``max_pixels`` pixels, or above Pillow's own decompression-bomb limit) or unreadable files.
     """
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise BadImageError(path, "unreadable", f"broken symbolic link to {os.readlink(path)}")
+    if path.is_dir():
+        raise BadImageError(path, "unreadable", "a folder named like an image")
     try:
         if path.stat().st_size == 0:
             raise BadImageError(path, "empty", "0 bytes")

@@ -52,6 +52,8 @@ SUMMARY = "summary.json"
 CONTACT_SHEET = "contact_sheet.png"
 SHEET_FRAMES = 48
 SHEET_CELL = 96
+# Frames a complete video may decode fewer than its header lists (edit lists, B-frame delay).
+MISSING_FRAMES_TOLERATED = 2
 # Timestamps are compared with this slack so rounding in pts * time_base never skips a frame.
 TIME_EPSILON = 1e-6
 
@@ -319,6 +321,14 @@ def extract_video(
                     continue
                 last_hash = value
                 result.rows.append(_write_frame(image, name, index, time, value, out_dir, settings))
+            # A file cut at a packet boundary ends without a decoding error; its header (an
+            # MP4's moov atom, written first with faststart) still counts every frame.
+            if stream.frames and stream.frames - result.decoded > MISSING_FRAMES_TOLERATED:
+                result.error = (
+                    f"truncated: decoded {result.decoded} of the {stream.frames} frames "
+                    "its header lists"
+                )
+                result.partial = bool(result.rows)
     except (av.FFmpegError, OSError, _NoVideoStreamError) as exc:
         result.error = f"{type(exc).__name__}: {exc}"
         result.partial = bool(result.rows)
@@ -379,8 +389,12 @@ class FramesSummary:
             f"wrote {self.frames} frames from {len(self.results) - len(self.failed)} of "
             f"{len(self.results)} videos ({dup} near-duplicates dropped) to {self.out_dir}"
         )
-        if self.failed:
-            text += "; unreadable: " + ", ".join(Path(r.video).name for r in self.failed)
+        partial = [Path(r.video).name for r in self.failed if r.partial]
+        unreadable = [Path(r.video).name for r in self.failed if not r.partial]
+        if partial:
+            text += "; partly read (truncated): " + ", ".join(partial)
+        if unreadable:
+            text += "; unreadable: " + ", ".join(unreadable)
         return text
 
 
@@ -460,7 +474,8 @@ def build_frames(
                     },
                 )
             if result.error:
-                bar.console.print(f"[yellow]warning[/]: {video}: {result.error}; skipped")
+                kept = f"kept the {len(result.rows)} frames before" if result.partial else "skipped"
+                bar.console.print(f"[yellow]warning[/]: {video}: {result.error}; {kept}")
             results.append(result)
             bar.advance(overall)
     summary = FramesSummary(out, results)

@@ -7,6 +7,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from src.common.errors import UserError
+from src.common.lifecycle import TERMINATED_EXIT_CODE
 from src.common.stage import CONFIG_DIR, apply_sweep_run_name, fail
 from src.pipeline.runner import ChainRunner
 
@@ -24,6 +25,8 @@ def main(cfg: DictConfig) -> None:
     except KeyboardInterrupt:
         fail("interrupted; run the same command again to continue", code=130)
     runner.report(outcomes)
+    if any(o.status == "interrupted" for o in outcomes):
+        raise SystemExit(TERMINATED_EXIT_CODE)
     if any(o.status == "failed" for o in outcomes):
         raise SystemExit(1)
 

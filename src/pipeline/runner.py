@@ -8,7 +8,9 @@ this process and compared with the ``done.json`` it wrote (see ``src.common.stag
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -25,6 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from src.common.errors import UserError
+from src.common.lifecycle import TERMINATED_EXIT_CODE, die_with_parent
 from src.common.stage import CONFIG_DIR, config_hash, read_record, upstream_run_ids, why_not_done
 
 # Runner-only settings: never passed on to a stage.
@@ -38,7 +41,7 @@ class StageOutcome:
     """How one stage of the chain went."""
 
     stage: str
-    status: str  # "skipped", "ran" or "failed"
+    status: str  # "skipped", "ran", "failed" or "interrupted"
     reason: str
     seconds: float
     out_dir: Path
@@ -172,8 +175,12 @@ class ChainRunner:
             command += [*config_dir_args(), f"--config-name={stage}", *self.stage_overrides(stage)]
             self.console.rule(f"{stage} ({reason})")
             start = time.time()
-            code = subprocess.call(command)
+            code = run_stage_process(command)
             seconds = time.time() - start
+            if code in (TERMINATED_EXIT_CODE, -signal.SIGTERM, -signal.SIGKILL):
+                why = "SIGKILL" if code == -signal.SIGKILL else "SIGTERM"
+                outcomes.append(StageOutcome(stage, "interrupted", why, seconds, out_dir))
+                break
             if code != 0:
                 outcomes.append(
                     StageOutcome(stage, "failed", f"exit code {code}", seconds, out_dir)
@@ -187,7 +194,7 @@ class ChainRunner:
         table = Table(title=f"chain '{self.cfg.run_name}'")
         for column in ("stage", "status", "why", "time", "outputs"):
             table.add_column(column)
-        colours = {"skipped": "green", "ran": "cyan", "failed": "red"}
+        colours = {"skipped": "green", "ran": "cyan", "failed": "red", "interrupted": "yellow"}
         for o in outcomes:
             table.add_row(
                 o.stage,
@@ -201,8 +208,38 @@ class ChainRunner:
         self.console.print(f"outputs:     {self.run_dir}/<stage>/")
         self.console.print(f"TensorBoard: tensorboard --logdir {log_dir}")
         failed = [o for o in outcomes if o.status == "failed"]
+        interrupted = [o for o in outcomes if o.status == "interrupted"]
+        if interrupted:
+            self.console.print(
+                f"[yellow]{interrupted[0].stage} was interrupted[/] ({interrupted[0].reason}); "
+                "the chain stopped there. Run the same command again to resume it "
+                "(finished stages are skipped)."
+            )
         if failed:
             self.console.print(
                 f"[red]{failed[0].stage} failed[/]: see the output above; fix it and run the "
                 "same command again (finished stages are skipped)."
             )
+
+
+def run_stage_process(command: Sequence[str]) -> int:
+    """Run one stage's process to its end and return its exit status.
+
+    The stage dies with the runner (``kill -9`` of the runner sends it SIGTERM), and a SIGTERM
+    to the runner is passed on to it, so it can save what it resumes from and exit with 143.
+    """
+    runner_pid = os.getpid()
+    process = subprocess.Popen(command, preexec_fn=lambda: die_with_parent(parent_pid=runner_pid))
+
+    def forward(signum: int, frame: object) -> None:
+        process.send_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        # Ctrl+C reached the stage too (same process group): let it stop first.
+        process.wait()
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -28,6 +28,8 @@ from typing import Protocol
 import hydra
 import numpy as np
 from aiogram import Bot, Dispatcher, F, Router
+from aiogram.client.session.base import BaseSession
+from aiogram.exceptions import TelegramNetworkError, TelegramUnauthorizedError
 from aiogram.filters import Command, CommandObject, CommandStart
 from aiogram.types import BufferedInputFile, ErrorEvent, InputMediaPhoto, Message
 from aiogram.utils.token import TokenValidationError, validate_token
@@ -35,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from src.common.errors import UserError
+from src.common.integrity import verify_recorded_sha256
 from src.common.stage import CONFIG_DIR, fail
 
 log = logging.getLogger(__name__)
@@ -98,6 +101,16 @@ class RateLimiter:
         self.window = float(window)
         self.clock = clock
         self.events: dict[int, deque[float]] = defaultdict(deque)
+        self.told_until: dict[int, float] = {}
+
+    def tell_refusal(self, user: int, wait: float) -> bool:
+        """True for a user's first refusal; False for the next ones until ``wait`` has passed,
+        so a flood of photos gets one "slow down" and then silence."""
+        now = self.clock()
+        if self.told_until.get(user, float("-inf")) > now:
+            return False
+        self.told_until[user] = now + wait
+        return True
 
     def wait_time(self, user: int) -> float:
         """0 and the event recorded when ``user`` may go on; else the seconds to wait."""
@@ -319,7 +332,8 @@ class CartoonBot:
             return
         wait = self.rate.wait_time(user)
         if wait > 0:
-            await message.answer(f"Slow down a little: try again in {wait:.0f} s.")
+            if self.rate.tell_refusal(user, wait):
+                await message.answer(f"Slow down a little: try again in {wait:.0f} s.")
             return
         self.pending += 1
         try:
@@ -331,23 +345,20 @@ class CartoonBot:
         buffer = await bot.download(file_id)
         assert buffer is not None
         data = buffer.read()
+        name = self.choice.get(user, self.settings.first_model())
         try:
             self._check_size(len(data), None, None)
-            pixels = decode_photo(data, self.settings.max_pixels)
+            async with self.semaphore:
+                # Decoding a large image takes seconds: off the loop, with the inference.
+                pngs, skipped = await asyncio.to_thread(self._run, name, data)
         except RejectedPhoto as reason:
             await message.answer(str(reason))
             return
-        name = self.choice.get(user, self.settings.first_model())
-        async with self.semaphore:
-            cartoons, skipped = await asyncio.to_thread(self._run, name, pixels)
-        if not cartoons:
+        if not pngs:
             note = f" ({skipped[0]})" if skipped else ""
             await message.answer(f"I found no face in that photo{note}. Try a clear frontal one.")
             return
-        files = [
-            BufferedInputFile(encode_png(c), f"cartoon_{i}.png")
-            for i, c in enumerate(cartoons[:MAX_ALBUM])
-        ]
+        files = [BufferedInputFile(png, f"cartoon_{i}.png") for i, png in enumerate(pngs)]
         if len(files) == 1:
             await message.answer_photo(files[0])
         else:
@@ -358,12 +369,15 @@ class CartoonBot:
             ]
             await message.answer_media_group(media)
 
-    def _run(self, name: str, pixels: np.ndarray) -> tuple[list[np.ndarray], list[str]]:
-        """Load (once, even when several worker threads ask) and run the generator ``name``."""
+    def _run(self, name: str, data: bytes) -> tuple[list[bytes], list[str]]:
+        """In a worker thread: decode ``data``, load (once, even when several threads ask) and
+        run the generator ``name``, encode the cartoons (at most an album's worth) as PNG."""
+        pixels = decode_photo(data, self.settings.max_pixels)
         with self._loading:
             if name not in self.engines:
                 self.engines[name] = self.engine_for(name)
-        return self.engines[name](pixels)
+        cartoons, skipped = self.engines[name](pixels)
+        return [encode_png(c) for c in cartoons[:MAX_ALBUM]], skipped
 
 
 def settings_from(cfg: DictConfig) -> BotSettings:
@@ -421,19 +435,38 @@ def read_token(environ: Mapping[str, str] = os.environ) -> str:
     return token
 
 
-async def serve(settings: BotSettings, token: str) -> None:
-    """Long-poll Telegram until interrupted."""
+async def serve(settings: BotSettings, token: str, session: BaseSession | None = None) -> None:
+    """Long-poll Telegram until interrupted (``session``: the Bot API client, aiohttp's by
+    default). Each generator is checked first: present, and unchanged since its stage wrote it."""
     for name, path in settings.models.items():
         if not os.path.isfile(path):
             raise UserError(f"bot.models.{name}={path} does not exist; fix the path")
+        verify_recorded_sha256(path)
     cartoon_bot = CartoonBot(settings, cartoonizer_engines(settings))
-    bot = Bot(token)
+    bot = Bot(token, session=session)
     try:
         with token_redacted_logs(token):
+            await check_connection(bot, token)
             log.info("polling; generators: %s", ", ".join(settings.model_names))
             await cartoon_bot.dispatcher().start_polling(bot, handle_signals=False)
     finally:
         await bot.session.close()
+
+
+async def check_connection(bot: Bot, token: str) -> None:
+    """Ask Telegram who the bot is; no network or a refused token is one line, not a traceback."""
+    try:
+        await bot.get_me()
+    except TelegramUnauthorizedError:
+        raise UserError(
+            "Telegram refused BOT_TOKEN (unauthorized); copy it again from @BotFather"
+        ) from None
+    except TelegramNetworkError as err:
+        reason = str(err.message).replace(token, "<BOT_TOKEN>").splitlines()[0][:160]
+        raise UserError(
+            f"bot: cannot reach the Telegram Bot API ({reason}); check the network connection "
+            "(or a proxy), then start the bot again"
+        ) from None
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="bot")

@@ -11,6 +11,7 @@ stage: the smoke chain ends by cartoonizing the shipped test photos with its pix
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -62,9 +63,21 @@ def collect_inputs(source: str | os.PathLike[str]) -> list[Path]:
 
 
 def output_names(paths: Sequence[Path]) -> dict[Path, str]:
-    """A file-name stem per input: its own stem, or its full name where two stems collide."""
-    stems = [p.stem for p in paths]
-    return {p: p.stem if stems.count(p.stem) == 1 else p.name.replace(".", "_") for p in paths}
+    """A unique file-name stem per input: its own stem, or where two stems collide its full
+    name (``a.jpg`` -> ``a_jpg``), numbered when even that is taken (``a_jpg.png`` exists)."""
+    stems = Counter(p.stem for p in paths)
+    names = {p: p.stem for p in paths if stems[p.stem] == 1}
+    taken = set(names.values())
+    for path in paths:
+        if path in names:
+            continue
+        base = name = path.name.replace(".", "_")
+        number = 2
+        while name in taken:
+            name, number = f"{base}-{number}", number + 1
+        taken.add(name)
+        names[path] = name
+    return {p: names[p] for p in paths}
 
 
 def batched(items: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:

@@ -21,6 +21,7 @@ import torch
 
 from src.common.errors import UserError
 from src.common.generators import load_generator
+from src.common.integrity import verify_recorded_sha256
 from src.faces import AlignedFace, FaceDetector, SkippedFace, align_faces, make_detector, paste
 from src.faces.detect import to_rgb_array
 
@@ -121,6 +122,7 @@ def load_runner(
     if not path.is_file():
         raise UserError(f"model={path} does not exist; point it at a generator.pt or .onnx file")
     if path.suffix == ".onnx":
+        verify_recorded_sha256(path)
         if runtime != "onnx":
             raise UserError(f"model={path} is an ONNX graph; run it with runtime=onnx")
         return OnnxRunner(path, value_range=value_range, threads=threads)

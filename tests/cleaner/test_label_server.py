@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import shutil
+import socket
 import threading
 import urllib.error
 import urllib.request
@@ -12,9 +15,12 @@ from typing import Any
 
 import pytest
 
-from src.cleaner.label import LabelServer, LabelSession
-from src.cleaner.labels import read_label_events, read_labels
+from src.cleaner import labels as labels_module
+from src.cleaner.label import LabelServer, LabelSession, check_port
+from src.cleaner.labels import LabelLog, read_label_events, read_labels
+from src.common.errors import UserError
 from tests.cleaner.helpers import toy_pairs
+from tests.conftest import run_module
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +132,76 @@ def test_post_must_be_json(client_factory: Any, tmp_path: Path) -> None:
     form = {"id": "000000", "label": "good"}
     assert client.status("/api/label", "POST", form, "text/plain") == 415
     assert read_labels(tmp_path / "labels.csv") == {}
+
+
+def raw_post(client: Client, headers: str, body: bytes = b"") -> int:
+    """The status of a hand-written POST (headers as one string), the answer read whole."""
+    host, port = client.server.server_address[:2]
+    with socket.create_connection((host, port), timeout=10) as conn:
+        conn.sendall(
+            b"POST /api/label HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + headers.encode()
+            + b"\r\n\r\n"
+            + body
+        )
+        answer = conn.makefile("rb").readline()
+    return int(answer.split()[1])
+
+
+def test_bad_content_length_and_deep_json_are_400(client_factory: Any, tmp_path: Path) -> None:
+    client = client_factory(tmp_path / "labels.csv")
+    assert raw_post(client, "Content-Length: abc") == 400
+    assert raw_post(client, "Content-Length: -5") == 400
+    nested = b"[" * 2000 + b"]" * 2000
+    assert raw_post(client, f"Content-Length: {len(nested)}", nested) == 400
+    assert client.request("GET", "/api/state")["decided"] == 0, "the server still answers"
+
+
+def test_symlinks_out_of_the_pairs_folder_are_refused(tmp_path: Path) -> None:
+    pairs = toy_pairs(tmp_path / "pairs", count=3)
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"not for the page")
+    shutil.copyfile(pairs / "A" / "000000.png", pairs / "A" / "000098.png")
+    shutil.copyfile(pairs / "A" / "000000.png", pairs / "A" / "000099.png")
+    (pairs / "B" / "000098.png").symlink_to(secret)
+    (pairs / "B" / "000099.png").symlink_to(pairs / "B" / "000001.png")
+    client = Client(pairs, tmp_path / "labels.csv")
+    try:
+        assert client.status("/image/B/000098") == 404
+        assert client.request("GET", "/image/B/000099") == (pairs / "B" / "000001.png").read_bytes()
+    finally:
+        client.stop()
+
+
+def test_port_must_be_a_port_number() -> None:
+    assert check_port("0") == 0 and check_port(8765) == 8765
+    for bad in ("abc", 99999, -1):
+        with pytest.raises(UserError, match=f"port={bad} is not a port number"):
+            check_port(bad)
+
+
+def test_an_unwritable_labels_file_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    labels = tmp_path / "labels.csv"
+    labels.write_text("id,label,time\n")
+
+    def read_only(path: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if "r" not in mode or "+" in mode:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(labels_module, "open", read_only, raising=False)
+    with pytest.raises(UserError, match=r"labels=.*labels.csv: cannot write \(Permission denied\)"):
+        LabelLog(labels)
+
+
+@pytest.mark.slow
+def test_label_command_with_a_bad_port_is_one_line(tmp_path: Path, pairs: Path) -> None:
+    result = run_module(
+        "src.cleaner.label", f"pairs={pairs}", f"labels={tmp_path / 'l.csv'}", "port=99999"
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: port=99999 is not a port number; use 0-65535 (0 picks a free one)"
+    ]

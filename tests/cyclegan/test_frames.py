@@ -217,3 +217,27 @@ def test_truncated_video_keeps_the_frames_before_the_cut(clip: Path, tmp_path: P
     assert 0 < result.decoded < FRAME_COUNT
     kept = [row["frame"] for row in manifest_rows(tmp_path / "out")]
     assert kept == [*MOVING_1[::2], STATIC[0], *MOVING_2[::2]][: len(kept)]
+
+
+def test_a_fast_start_mp4_cut_between_frames_is_reported_partial(tmp_path: Path) -> None:
+    whole = tmp_path / "whole.mp4"
+    with av.open(str(whole), "w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264", rate=RATE)
+        stream.width, stream.height = 64, 48
+        stream.pix_fmt = "yuv420p"
+        for index in range(60):
+            frame = av.VideoFrame.from_ndarray(picture_of_frame(index), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    with av.open(str(whole)) as container:
+        packets = [p.pos for p in container.demux(container.streams.video[0]) if p.size]
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: packets[12]])  # the moov atom still lists 60 frames
+    summary = build_frames([cut], tmp_path / "out", settings(), progress=False)
+    (result,) = summary.results
+    assert result.decoded == 12 and result.partial
+    assert result.error == "truncated: decoded 12 of the 60 frames its header lists"
+    assert "partly read (truncated): cut.mp4" in summary.line()
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["videos"][0]["partial"]
+    complete = build_frames([whole], tmp_path / "out2", settings(), progress=False)
+    assert complete.results[0].error is None

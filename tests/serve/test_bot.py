@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import socket
 import struct
 import threading
 import time
@@ -18,20 +19,26 @@ from typing import Any
 import numpy as np
 import pytest
 from aiogram import Bot
+from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.session.base import BaseSession
+from aiogram.client.telegram import TelegramAPIServer
 from aiogram.methods import GetFile, SendMediaGroup, SendMessage, SendPhoto
 from aiogram.types import Chat, File, Message, Update
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from src.common.errors import UserError
+from src.common.fileio import atomic_write_json
+from src.common.integrity import output_checksums
 from src.common.stage import CONFIG_DIR
+from src.serve import bot as bot_module
 from src.serve.bot import (
     BotSettings,
     CartoonBot,
     RateLimiter,
     cartoonizer_engines,
     read_token,
+    serve,
     settings_from,
     token_redacted_logs,
 )
@@ -396,3 +403,95 @@ def test_startup_without_token_is_a_clear_error(tmp_path: Path) -> None:
     result = run_module("src.serve.bot", f"paths.root_dir={tmp_path}", env={"BOT_TOKEN": ""})
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: BOT_TOKEN is not set")
+
+
+class TimedSession(RecordingSession):
+    """Also records when each request was made."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        super().__init__(files)
+        self.times: list[float] = []
+
+    async def make_request(self, bot: Bot, method: Any, timeout: int | None = None) -> Any:
+        self.times.append(time.monotonic())
+        return await super().make_request(bot, method, timeout)
+
+
+def test_help_answers_while_large_photos_decode(
+    files: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_decode = bot_module.decode_photo
+
+    def slow_decode(data: bytes, max_pixels: int) -> np.ndarray:
+        time.sleep(1.0)  # a 40-megapixel PNG takes seconds
+        return real_decode(data, max_pixels)
+
+    monkeypatch.setattr(bot_module, "decode_photo", slow_decode)
+    settings = BotSettings(models={"slow": "-"}, max_concurrent=3)
+    cartoon_bot = CartoonBot(settings, lambda name: SlowEngine())
+    session = TimedSession(files)
+    photos = [photo_update(i, 10 + i, "astronaut", 30_000) for i in range(3)]
+    start = time.monotonic()
+
+    async def scenario() -> None:
+        decoding = asyncio.create_task(feed(cartoon_bot, session, *photos))
+        await asyncio.sleep(0.2)  # the photos are being decoded now
+        await feed(cartoon_bot, session, text_update(9, 99, "/help"))
+        await decoding
+
+    asyncio.run(scenario())
+    (help_at,) = [
+        t
+        for r, t in zip(session.requests, session.times, strict=True)
+        if isinstance(r, SendMessage) and r.chat_id == 99
+    ]
+    assert help_at - start < 0.7, "the event loop was blocked by decoding"
+    assert len(session.sent(SendPhoto)) == 3
+
+
+def test_a_flood_gets_one_slow_down_then_silence_until_the_window_passes(files: dict) -> None:
+    engine = SlowEngine()
+    settings = BotSettings(models={"slow": "-"}, rate_limit=5, rate_window_s=60, max_queue=200)
+    session = RecordingSession(files)
+    cartoon_bot = CartoonBot(settings, lambda name: engine)
+    clock = [0.0]
+    cartoon_bot.rate.clock = lambda: clock[0]
+    flood = [photo_update(i, 5, "astronaut", 30_000) for i in range(100)]
+    slow_downs = []
+
+    async def scenario() -> None:
+        await feed(cartoon_bot, session, *flood)
+        slow_downs.append(sum("Slow down" in t for t in session.texts()))
+        clock[0] = 30.0
+        await feed(cartoon_bot, session, photo_update(200, 5, "astronaut", 30_000))
+        slow_downs.append(sum("Slow down" in t for t in session.texts()))
+        clock[0] = 61.0
+        await feed(cartoon_bot, session, *flood[:6])
+        slow_downs.append(sum("Slow down" in t for t in session.texts()))
+
+    asyncio.run(scenario())
+    assert engine.calls == 10
+    assert slow_downs == [1, 1, 2], "one answer, silence in the window, one answer after it"
+
+
+def test_a_changed_generator_is_refused_at_startup(identity_generator: Path) -> None:
+    folder = identity_generator.parent
+    checksums = output_checksums(folder, [identity_generator.name])
+    atomic_write_json(folder / "done.json", {"stage": "pix2pix", "sha256": checksums})
+    data = bytearray(identity_generator.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    identity_generator.write_bytes(bytes(data))
+    settings = BotSettings(models={"p": str(identity_generator)})
+    with pytest.raises(UserError, match="does not match the SHA-256 that pix2pix recorded"):
+        asyncio.run(serve(settings, TOKEN, session=RecordingSession({})))
+
+
+def test_no_network_at_startup_is_one_line(identity_generator: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    api = TelegramAPIServer.from_base(f"http://127.0.0.1:{closed_port}")
+    settings = BotSettings(models={"p": str(identity_generator)})
+    with pytest.raises(UserError, match="cannot reach the Telegram Bot API") as err:
+        asyncio.run(serve(settings, TOKEN, session=AiohttpSession(api=api)))
+    assert TOKEN not in str(err.value) and "\n" not in str(err.value)

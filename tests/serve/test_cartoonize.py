@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +12,10 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from src.common.errors import UserError
+from src.common.fileio import atomic_write_json
+from src.common.integrity import output_checksums
 from src.faces import make_detector, paste
-from src.serve.cartoonize import cartoonize_files
+from src.serve.cartoonize import cartoonize_files, output_names
 from src.serve.engine import Cartoonizer, load_runner
 from tests.conftest import run_module
 from tests.serve.conftest import PHOTOS
@@ -148,3 +151,33 @@ def test_photo2cartoon_generators_get_their_crop_and_a_white_background(
     assert plain.template == "ffhq" and not plain.white
     (face,) = plain(load("astronaut.jpg")).aligned
     assert not (corners(face.image) >= 250).all()
+
+
+def test_inputs_never_share_an_output_name(identity_generator: Path, tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a.jpg", "a.png", "a_jpg.png"):
+        shutil.copyfile(PHOTOS / "astronaut.jpg", photos / name)
+    paths = sorted(photos.iterdir())
+    names = output_names(paths)
+    assert len(set(names.values())) == 3
+    assert names[photos / "a_jpg.png"] == "a_jpg", "a unique stem keeps its name"
+    settings = OmegaConf.create(
+        {"input": str(photos), "model": str(identity_generator), "mode": "faces"}
+    )
+    report = cartoonize_files(settings, tmp_path / "out")
+    written = [name for entry in report["photos"].values() for name in entry["outputs"]]
+    assert len(written) == 3 and len(set(written)) == 3
+    assert sorted(p.name for p in (tmp_path / "out").glob("*_face*.png")) == sorted(written)
+
+
+def test_a_changed_generator_is_one_line(identity_generator: Path, tmp_path: Path) -> None:
+    folder = identity_generator.parent
+    checksums = output_checksums(folder, [identity_generator.name])
+    atomic_write_json(folder / "done.json", {"stage": "pix2pix", "sha256": checksums})
+    data = bytearray(identity_generator.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    identity_generator.write_bytes(bytes(data))
+    settings = OmegaConf.create({"input": str(PHOTOS), "model": str(identity_generator)})
+    with pytest.raises(UserError, match=r"identity\.pt does not match the SHA-256 that pix2pix"):
+        cartoonize_files(settings, tmp_path / "out")

@@ -15,6 +15,7 @@ import math
 import multiprocessing
 import os
 import shutil
+import signal
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from PIL import Image
 from src.common.errors import UserError
 from src.common.fileio import atomic_write_json, atomic_write_text
 from src.common.images import save_image
+from src.common.lifecycle import die_with_parent
 from src.common.toyfaces.render import (
     LANDMARK_CONVENTION,
     MAX_SIZE,
@@ -280,7 +282,14 @@ def _run_chunks(chunks: list[_Chunk], workers: int, progress: bool) -> dict[str,
         else:
             context = multiprocessing.get_context("spawn")
             processes = min(workers, len(chunks))
-            with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
+            # Workers die with this process, even on kill -9 (and so does the resource tracker
+            # they keep alive).
+            with ProcessPoolExecutor(
+                max_workers=processes,
+                mp_context=context,
+                initializer=die_with_parent,
+                initargs=(signal.SIGKILL, os.getpid()),
+            ) as pool:
                 futures = {pool.submit(_render_chunk, chunk): chunk for chunk in chunks}
                 for future in as_completed(futures):
                     chunk = futures[future]
