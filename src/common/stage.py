@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -31,6 +32,7 @@ from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from src.common.errors import UserError
 from src.common.fileio import atomic_write_json, atomic_write_text
+from src.common.params import check_params, whole_value_overrides
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 DONE_FILE = "done.json"
@@ -155,6 +157,12 @@ def apply_sweep_run_name(cfg: DictConfig) -> None:
     cfg.run_name = f"{cfg.run_name}/{suffix}"
 
 
+def searchpath_overrides() -> list[str]:
+    """The running app's ``hydra.searchpath`` overrides: needed to compose its configs again."""
+    hydra_overrides = HydraConfig.get().overrides.hydra
+    return [o for o in hydra_overrides if o.lstrip("+").startswith("hydra.searchpath")]
+
+
 def execute_stage(stage: str, fn: StageFn, cfg: DictConfig) -> dict[str, Any]:
     """Run ``fn`` for ``stage`` with the bookkeeping described in the module docstring.
 
@@ -213,6 +221,8 @@ def run_stage(stage: str, fn: StageFn) -> None:
         apply_sweep_run_name(cfg)
         name = str(cfg.get("stage") or stage)
         try:
+            defaults = compose(HydraConfig.get().job.config_name, searchpath_overrides())
+            check_params(cfg, name, defaults)
             record = execute_stage(name, fn, cfg)
         except UserError as err:
             fail(str(err))
@@ -224,4 +234,5 @@ def run_stage(stage: str, fn: StageFn) -> None:
             fail(f"{name}: interrupted; run the same command again to continue", code=130)
         print(f"{name}: done in {record['duration_s']:.1f}s -> {cfg.out_dir}")
 
+    sys.argv[1:] = whole_value_overrides(sys.argv[1:])
     main()
