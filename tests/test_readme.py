@@ -24,6 +24,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -233,3 +234,23 @@ def test_extraction_joins_continuations_and_reads_inline_code() -> None:
     ]
     assert expand(4, lines[1][1])[0].args == ("a=1", "b=[2]")
     assert [c.module for c in expand(8, lines[2][1])] == [f"src.{s}" for s in SMOKE_STAGES]
+
+
+def test_the_detector_example_registers_a_working_backend(tmp_path: Path) -> None:
+    """The README's "Your own face detector" script, run as a module: registers ``centre``."""
+    section = README.read_text(encoding="utf-8").split("## Your own face detector", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {"__name__": "my_cartoonize"}
+    exec(compile(code, "README.md", "exec"), namespace)
+
+    from src.faces import make_detector
+
+    with pytest.raises(UserError, match=r"cartoonize\.detector\.options\.model_file"):
+        make_detector("centre", model_file=str(tmp_path / "missing.bin"))
+    model_file = tmp_path / "x.bin"
+    model_file.write_bytes(b"model")
+    (face,) = make_detector("centre", model_file=str(model_file)).detect(
+        np.zeros((100, 200, 3), np.uint8)
+    )
+    assert face.box == (75.0, 25.0, 50.0, 50.0)
+    assert face.has("left_eye", "right_eye")
