@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from src.common.errors import UserError
 from src.common.params import check_params, whole_value_overrides
 from src.common.stage import CONFIG_DIR
+from src.common.weights import parse_args as weights_args
 from src.pipeline.runner import ChainRunner
 from src.stylegan3.convert import parse_args as convert_args
 
@@ -53,6 +54,7 @@ def no_arguments(args: list[str]) -> None:
 
 # Modules that are not Hydra apps, and how their arguments are checked.
 PLAIN_MODULES = {
+    "src.common.weights": weights_args,
     "src.stylegan3.convert": convert_args,
     "src.stylegan3.ops.cuda.build": no_arguments,
 }
@@ -184,7 +186,7 @@ COMMANDS = readme_commands()
 def test_the_readme_shows_commands_of_every_kind() -> None:
     modules = {c.module for c in COMMANDS}
     assert len(COMMANDS) > 40
-    assert {"src.pipeline", "src.blend", "src.serve.bot", "src.stylegan3.convert"} <= modules
+    assert {"src.pipeline", "src.blend", "src.serve.bot", "src.common.weights"} <= modules
     assert {f"src.{s}" for s in SMOKE_STAGES} <= modules
     assert sum(1 for c in COMMANDS if "blend.weights" in " ".join(c.args)) >= 2
 

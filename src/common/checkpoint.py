@@ -16,6 +16,7 @@ from torch import nn
 
 from src.common.errors import UserError
 from src.common.fileio import atomic_path
+from src.common.weights import where_to_get
 
 MAX_LISTED = 5
 
@@ -36,7 +37,10 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str = "cpu") -> 
     """Load one of our checkpoints (tensors and plain containers only) onto ``map_location``."""
     source = Path(path)
     if not source.is_file():
-        raise UserError(f"checkpoint {source} does not exist; check the path in your config")
+        raise UserError(
+            f"checkpoint {source} does not exist; check the path in your config"
+            f"{where_to_get(source)}"
+        )
     try:
         return torch.load(source, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:

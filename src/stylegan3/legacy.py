@@ -44,6 +44,7 @@ from torch import nn
 
 from src.common.checkpoint import load_checkpoint, load_state_dict_checked
 from src.common.errors import UserError
+from src.common.weights import where_to_get
 from src.stylegan3.discriminator import (
     Discriminator,
     DiscriminatorBlock,
@@ -156,7 +157,7 @@ def unpickle_restricted(path: str | os.PathLike[str]) -> Any:
     """Unpickle ``path`` with :class:`RestrictedUnpickler`; persistent objects become records."""
     source = Path(path)
     if not source.is_file():
-        raise UserError(f"network pickle {source} does not exist; check the path")
+        raise UserError(f"network pickle {source} does not exist{where_to_get(source)}")
     with source.open("rb") as file:
         try:
             return RestrictedUnpickler(file, str(source)).load()
@@ -349,7 +350,7 @@ def load_networks(path: str | os.PathLike[str]) -> dict[str, Any]:
     official pickle (a raw pickle, loaded with :func:`load_official_pickle`)."""
     source = Path(path)
     if not source.is_file():
-        raise UserError(f"network file {source} does not exist; check the path")
+        raise UserError(f"network file {source} does not exist{where_to_get(source)}")
     if not zipfile.is_zipfile(source):
         return load_official_pickle(source)
     checkpoint = load_checkpoint(source)
