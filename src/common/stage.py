@@ -12,18 +12,20 @@ This module imports no torch: the runner uses it to decide what to skip in well 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import random
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import hydra
+import yaml
 from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -208,6 +210,46 @@ def fail(message: str, code: int = 2) -> None:
     raise SystemExit(code)
 
 
+def stage_help(config_name: str) -> str:
+    """``--help`` of a stage: its name, how to run it and its parameters with their comments.
+
+    The parameters are the stage's ``configs/<group>/default.yaml`` as written, comments
+    included (the composed config Hydra would print has none): what each key does is said there.
+    """
+    primary = CONFIG_DIR / f"{config_name}.yaml"
+    text = primary.read_text(encoding="utf-8") if primary.is_file() else ""
+    header = itertools.takewhile(lambda line: line.startswith("#"), text.splitlines())
+    usage = [line[2:] for line in header]
+    lines = [f"{config_name}: a toonforge stage; its parameters are {config_name}.<key>", ""]
+    lines += [*usage, ""] if usage else []
+    defaults = (yaml.safe_load(text) or {}).get("defaults", []) if text else []
+    for entry in defaults:
+        if not isinstance(entry, dict):
+            continue
+        ((group, option),) = entry.items()
+        if group.split("@")[-1] == config_name and isinstance(option, str):
+            source = CONFIG_DIR / group.split("@")[0] / f"{option}.yaml"
+            params = source.read_text(encoding="utf-8").rstrip().splitlines()
+            lines += [f"Parameters ({source.relative_to(CONFIG_DIR.parent)}):", ""]
+            lines += [f"  {line}" if line else "" for line in params] + [""]
+    lines += [
+        "Set them as key=value, or choose an experiment: +experiment=NAME (configs/experiment/).",
+        "Shared: run_name=, seed=, trainer=cpu|gpu|ddp, logger=, paths.root_dir=, launcher=",
+        "(with -m). --cfg job prints the composed config; --hydra-help shows Hydra's options.",
+    ]
+    return "\n".join(lines)
+
+
+def requested_config_name(argv: Sequence[str], default: str) -> str:
+    """The ``--config-name`` (or ``-cn``) given in ``argv``, else ``default``."""
+    for index, arg in enumerate(argv):
+        if arg.startswith("--config-name="):
+            return arg.split("=", 1)[1]
+        if arg in ("--config-name", "-cn") and index + 1 < len(argv):
+            return argv[index + 1]
+    return default
+
+
 def run_stage(stage: str, fn: StageFn) -> None:
     """Entry point of ``python -m <module>``: compose ``configs/<stage>.yaml``, run ``fn``.
 
@@ -234,5 +276,8 @@ def run_stage(stage: str, fn: StageFn) -> None:
             fail(f"{name}: interrupted; run the same command again to continue", code=130)
         print(f"{name}: done in {record['duration_s']:.1f}s -> {cfg.out_dir}")
 
+    if {"--help", "-h"} & set(sys.argv[1:]):
+        print(stage_help(requested_config_name(sys.argv[1:], stage)))
+        return
     sys.argv[1:] = whole_value_overrides(sys.argv[1:])
     main()
