@@ -16,6 +16,7 @@ import itertools
 import json
 import os
 import random
+import re
 import sys
 import time
 import uuid
@@ -39,6 +40,7 @@ from src.common.params import check_params, whole_value_overrides
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 DONE_FILE = "done.json"
 STARTED_FILE = "started.json"
+SWEEP_INDEX = "sweep_jobs.jsonl"
 CONFIG_FILE = "config.yaml"
 # Keys that never change what a stage writes, so they stay out of its config hash; a stage's
 # config adds its own in ``hash_ignores``.
@@ -150,13 +152,60 @@ def seed_everything(seed: int) -> None:
         torch.manual_seed(seed)
 
 
-def apply_sweep_run_name(cfg: DictConfig) -> None:
-    """In a Hydra sweep, give each job its own chain folder: ``<run_name>/<override_dirname>``."""
+def sweep_job_folder(override_dirname: str) -> str:
+    """A sweep job's folder name: short, one path component, the same for the same overrides.
+
+    The overrides, made safe and cut to 40 characters, then 8 hex digits of their SHA-256: a
+    path value never nests folders and eleven overrides never exceed the file-name limit.
+    """
+    digest = hashlib.sha256(override_dirname.encode()).hexdigest()[:8]
+    readable = re.sub(r"[^A-Za-z0-9._=,+-]+", "_", override_dirname)[:40].strip("_.")
+    return f"{readable}-{digest}" if readable else digest
+
+
+def current_sweep_job() -> tuple[str, str] | None:
+    """``(folder, overrides)`` of this Hydra sweep job, or None outside a sweep."""
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return
+        return None
     job = HydraConfig.get().job
-    suffix = job.override_dirname or f"job{job.num}"
-    cfg.run_name = f"{cfg.run_name}/{suffix}"
+    overrides = job.override_dirname or f"job{job.num}"
+    return sweep_job_folder(overrides), overrides
+
+
+def record_sweep_job(index_dir: Path, folder: str, overrides: str) -> None:
+    """Add ``folder``'s overrides to ``index_dir/sweep_jobs.jsonl``, the sweep's readable index."""
+    index = index_dir / SWEEP_INDEX
+    known = index.read_text(encoding="utf-8") if index.exists() else ""
+    line = json.dumps({"folder": folder, "overrides": overrides}) + "\n"
+    if line not in known:
+        index_dir.mkdir(parents=True, exist_ok=True)
+        with index.open("a", encoding="utf-8") as file:
+            file.write(line)
+
+
+def apply_sweep_run_name(cfg: DictConfig) -> None:
+    """In a sweep of whole chains, give each job its own chain folder ``<run_name>/<job>``."""
+    job = current_sweep_job()
+    if job is None:
+        return
+    folder, overrides = job
+    record_sweep_job(Path(cfg.paths.run_dir), folder, overrides)
+    cfg.run_name = f"{cfg.run_name}/{folder}"
+
+
+def apply_sweep_out_dir(cfg: DictConfig, stage: str) -> None:
+    """In a sweep of one stage, write each job to ``<run_dir>/<job>/<stage>``.
+
+    The run folder stays the chain's, so the stage still reads the earlier stages' outputs
+    (``${paths.run_dir}/toyfaces``) of the run it belongs to.
+    """
+    job = current_sweep_job()
+    if job is None:
+        return
+    folder, overrides = job
+    run_dir = Path(cfg.paths.run_dir)
+    record_sweep_job(run_dir, folder, overrides)
+    cfg.out_dir = str(run_dir / folder / stage)
 
 
 def searchpath_overrides() -> list[str]:
@@ -260,8 +309,8 @@ def run_stage(stage: str, fn: StageFn) -> None:
 
     @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=stage)
     def main(cfg: DictConfig) -> None:
-        apply_sweep_run_name(cfg)
         name = str(cfg.get("stage") or stage)
+        apply_sweep_out_dir(cfg, name)
         try:
             defaults = compose(HydraConfig.get().job.config_name, searchpath_overrides())
             check_params(cfg, name, defaults)
