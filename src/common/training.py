@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from src.common.errors import UserError
+from src.common.progress import progress_for_output
 from src.common.stage import StageContext
 
 
@@ -24,7 +25,8 @@ def make_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
     """A Trainer from ``cfg.trainer`` with ``cfg.<stage>.trainer`` and ``overrides`` on top.
 
     The shared group says where to run (cpu, gpu, ddp); the stage says how long (max_epochs,
-    max_steps, ...). Loggers and callbacks come from the ``logger`` and ``callbacks`` groups.
+    max_steps, ...). Loggers and callbacks come from the ``logger`` and ``callbacks`` groups;
+    when stdout is not a terminal the progress bar prints plain status lines instead.
     """
     stage_trainer = OmegaConf.select(cfg, f"{cfg.stage}.trainer", default=None)
     merged = {
@@ -35,7 +37,7 @@ def make_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
     return instantiate(
         merged,
         logger=instantiate_group(cfg.get("logger")) or False,
-        callbacks=instantiate_group(cfg.get("callbacks")),
+        callbacks=progress_for_output(instantiate_group(cfg.get("callbacks")), str(cfg.stage)),
     )
 
 
