@@ -3,6 +3,7 @@ resumes exactly."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import lightning as L
@@ -12,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from torch.utils.data import DataLoader, TensorDataset
 
 from src.common.stage import CONFIG_DIR
-from src.common.training import last_checkpoint, make_trainer
+from src.common.training import last_checkpoint, log_lightning_once, make_trainer
 
 
 class TinyRegression(L.LightningModule):
@@ -82,3 +83,20 @@ def test_csv_logger_and_minimal_callbacks(tmp_path: Path) -> None:
     assert {"PlainProgressBar", "LearningRateMonitor", "ModelCheckpoint"} <= names
     minimal = make_trainer(stage_cfg(tmp_path, 1))
     assert "LearningRateMonitor" not in {type(c).__name__ for c in minimal.callbacks}
+
+
+def test_lightning_lines_are_printed_once_under_a_configured_root_logger(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Hydra configures the root logger before a stage imports Lightning: one handler prints."""
+    root, package = logging.getLogger(), logging.getLogger("lightning")
+    own = logging.StreamHandler()
+    monkeypatch.setattr(root, "handlers", [])
+    monkeypatch.setattr(package, "handlers", [own])
+    log_lightning_once()
+    assert package.handlers == [own], "nothing else prints Lightning's lines: keep its handler"
+
+    monkeypatch.setattr(root, "handlers", [logging.StreamHandler()])
+    log_lightning_once()
+    assert package.handlers == []
+    assert logging.getLogger("lightning.pytorch.utilities.rank_zero").hasHandlers()
