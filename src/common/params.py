@@ -22,6 +22,7 @@ list), so :func:`whole_value_overrides` turns ``key=value`` into ``~key +key=val
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -124,8 +125,15 @@ def _kind(value: Any) -> str:
 
 
 def _show(value: Any) -> str:
-    text = OmegaConf.to_yaml({"v": value}).strip()[3:] if isinstance(value, list | dict) else value
-    text = "null" if value is None else str(text).replace("\n", " ")
+    """``value`` as a user would type it, cut to 40 characters."""
+    if value is None:
+        text = "null"
+    elif isinstance(value, bool):
+        text = str(value).lower()
+    elif isinstance(value, list | dict):
+        text = json.dumps(value)
+    else:
+        text = str(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
