@@ -4,6 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Extra package index for another torch build: the default one from PyPI is CUDA 13's (~6 GB with
+# its libraries, needs a recent driver). E.g. TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
 
 .PHONY: install demo test lint format clean-runs
 
@@ -12,7 +15,8 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "installing toonforge and its dependencies into $(VENV) (first time: a few minutes)"
-	@$(PY) -m pip install -q -c constraints.txt -e '.[dev]' >$(VENV)/install.log 2>&1 \
+	@$(PY) -m pip install -q -c constraints.txt $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) \
+		-e '.[dev]' >$(VENV)/install.log 2>&1 \
 		|| { tail -n 40 $(VENV)/install.log; echo "install failed: see $(VENV)/install.log"; exit 1; }
 	@touch $(STAMP)
 

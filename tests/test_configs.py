@@ -3,6 +3,7 @@ option with each stage, and every ``_target_`` names something importable."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from src.common.params import check_params
 from src.common.stage import CONFIG_DIR
 
 PRIMARY = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
@@ -26,6 +28,12 @@ SHARED_GROUPS = {
 def compose_stage(stage: str, overrides: list[str], hydra_node: bool = False) -> DictConfig:
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose(config_name=stage, overrides=overrides, return_hydra_config=hydra_node)
+
+
+@functools.cache
+def stage_defaults(stage: str) -> DictConfig:
+    """What ``stage`` checks its parameters against (see ``src.common.params``)."""
+    return compose_stage(stage, [])
 
 
 def resolved(cfg: DictConfig) -> dict:
@@ -44,7 +52,9 @@ def test_there_is_something_to_compose() -> None:
 @pytest.mark.parametrize("stage", PRIMARY)
 def test_each_stage_composes_with_each_experiment(stage: str, experiment: str | None) -> None:
     overrides = [f"+experiment={experiment}"] if experiment else []
-    cfg = resolved(compose_stage(stage, overrides))
+    composed = compose_stage(stage, overrides)
+    check_params(composed, stage, stage_defaults(stage))
+    cfg = resolved(composed)
     assert cfg["stage"] == stage
     assert cfg["out_dir"] == f"{cfg['paths']['run_dir']}/{stage}"
     if experiment:

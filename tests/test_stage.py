@@ -21,10 +21,13 @@ from src.common.stage import (
     environment_error,
     execute_stage,
     read_record,
+    requested_config_name,
+    stage_help,
     upstream_run_ids,
     why_not_done,
 )
 from src.pipeline.runner import first_key_component, overrides_for_stage
+from tests.conftest import run_module
 
 CHAIN = ["toyfaces", "pix2pix"]
 
@@ -198,3 +201,24 @@ def test_stage_function_errors_from_the_environment_are_one_line() -> None:
     read_only = OSError(errno.EROFS, "Read-only file system", "/mnt/ro/runs")
     assert "choose another folder (paths.root_dir=...)" in environment_error(read_only)
     assert environment_error(FileNotFoundError(errno.ENOENT, "No such file", "x")) is None
+
+
+def test_stage_help_names_the_stage_and_shows_the_commented_defaults() -> None:
+    text = stage_help("stylegan3_photo")
+    assert text.startswith("stylegan3_photo: a toonforge stage; its parameters are stylegan3_photo")
+    assert "python -m src.stylegan3 --config-name=stylegan3_photo" in text
+    assert "Parameters (configs/stylegan3/default.yaml):" in text
+    assert (
+        "  # Add x-flipped copies of every image (doubles a small dataset).\n  mirror: false"
+        in text
+    )
+    assert requested_config_name(["a=1", "--config-name=x"], "y") == "x"
+    assert requested_config_name(["-cn", "x"], "y") == "x"
+    assert requested_config_name([], "y") == "y"
+
+
+def test_help_of_a_stage_module() -> None:
+    result = run_module("src.toyfaces", "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("toyfaces: a toonforge stage")
+    assert "Parameters (configs/toyfaces/default.yaml):" in result.stdout

@@ -3,6 +3,7 @@ resumes exactly."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from pathlib import Path
@@ -21,6 +22,7 @@ from src.common.training import (
     CheckpointOnSigterm,
     checkpoint_problem,
     last_checkpoint,
+    log_lightning_once,
     make_trainer,
     resume_checkpoint,
 )
@@ -89,7 +91,8 @@ def test_csv_logger_and_minimal_callbacks(tmp_path: Path) -> None:
     trainer = make_trainer(stage_cfg(tmp_path, 1, "logger=csv", callbacks="default"))
     assert type(trainer.logger).__name__ == "CSVLogger"
     names = {type(c).__name__ for c in trainer.callbacks}
-    assert {"RichProgressBar", "LearningRateMonitor", "ModelCheckpoint"} <= names
+    # Under pytest stdout is not a terminal: the progress bar prints plain lines.
+    assert {"PlainProgressBar", "LearningRateMonitor", "ModelCheckpoint"} <= names
     minimal = make_trainer(stage_cfg(tmp_path, 1))
     assert "LearningRateMonitor" not in {type(c).__name__ for c in minimal.callbacks}
 
@@ -161,3 +164,20 @@ def test_a_stop_signal_mid_fit_saves_last_ckpt_after_that_batch(
         Path(cfg.out_dir) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
     )
     assert saved["global_step"] == 6
+
+
+def test_lightning_lines_are_printed_once_under_a_configured_root_logger(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Hydra configures the root logger before a stage imports Lightning: one handler prints."""
+    root, package = logging.getLogger(), logging.getLogger("lightning")
+    own = logging.StreamHandler()
+    monkeypatch.setattr(root, "handlers", [])
+    monkeypatch.setattr(package, "handlers", [own])
+    log_lightning_once()
+    assert package.handlers == [own], "nothing else prints Lightning's lines: keep its handler"
+
+    monkeypatch.setattr(root, "handlers", [logging.StreamHandler()])
+    log_lightning_once()
+    assert package.handlers == []
+    assert logging.getLogger("lightning.pytorch.utilities.rank_zero").hasHandlers()

@@ -62,7 +62,24 @@ def labelled_items(params: Any, side: str) -> tuple[list[LabelledItem], str]:
             "cleaner.labels=FILE) or cleaner.folders=DIR (with good/ and bad/)"
         )
     labels = params.labels or str(Path(params.pairs) / "labels.csv")
+    if not Path(labels).is_file():
+        raise UserError(
+            f"cleaner: no labels yet ({labels} does not exist); the chain stops here until you "
+            f"label the pairs{labelling_step(params)}"
+        )
     return items_from_labels(params.pairs, labels, side), str(labels)
+
+
+def labelling_step(params: Any) -> str:
+    """``: <the labelling command>, then ...``: what to do when labels are missing or too few."""
+    if params.folders or not params.pairs:
+        return ""
+    labels = params.labels or str(Path(params.pairs) / "labels.csv")
+    return (
+        f": python -m src.cleaner.label pairs={params.pairs} labels={labels} "
+        f"(about {max(int(params.min_per_class), 300)} of each class; keys g good, b bad), then "
+        "run the same command again"
+    )
 
 
 @torch.no_grad()
@@ -137,7 +154,7 @@ def train(ctx: StageContext) -> list[str]:
     items, source = labelled_items(p, side)
     if p.validate:
         items = drop_bad_files(items)
-    check_classes(items, source)
+    check_classes(items, source, int(p.min_per_class), labelling_step(p))
     train_items, val_items = stratified_split(items, float(p.val_fraction), int(ctx.cfg.seed))
 
     pretrained_file = p.backbone.pretrained_file or None

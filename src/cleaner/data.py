@@ -81,14 +81,19 @@ def items_from_folders(root: str | os.PathLike[str], side: str) -> list[Labelled
     return items
 
 
-def check_classes(items: Sequence[LabelledItem], where: str, minimum: int = 2) -> None:
-    """Both classes need ``minimum`` items for a split and a threshold; else a ``UserError``."""
+def check_classes(
+    items: Sequence[LabelledItem], where: str, minimum: int = 2, next_step: str = ""
+) -> None:
+    """Both classes need ``minimum`` items for a split and a threshold; else a ``UserError``.
+
+    ``next_step`` (e.g. the labelling command) ends the message.
+    """
     good = sum(item.good for item in items)
     bad = len(items) - good
-    if good < minimum or bad < minimum:
+    if good < max(minimum, 2) or bad < max(minimum, 2):
         raise UserError(
-            f"{where}: {good} good and {bad} bad samples; label at least {minimum} of each "
-            "(about 300 each works well)"
+            f"{where}: {good} good and {bad} bad samples; label at least {max(minimum, 2)} of "
+            f"each (about 300 each works well){next_step}"
         )
 
 

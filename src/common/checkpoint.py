@@ -19,6 +19,7 @@ from torch import nn
 from src.common.errors import UserError
 from src.common.fileio import atomic_path
 from src.common.integrity import verify_recorded_sha256
+from src.common.weights import where_to_get
 
 MAX_LISTED = 5
 
@@ -126,7 +127,10 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str = "cpu") -> 
     """
     source = Path(path)
     if not source.is_file():
-        raise UserError(f"checkpoint {source} does not exist; check the path in your config")
+        raise UserError(
+            f"checkpoint {source} does not exist; check the path in your config"
+            f"{where_to_get(source)}"
+        )
     verify_recorded_sha256(source)
     kind = file_kind(source)
     if kind == "pickle":

@@ -46,6 +46,7 @@ from torchvision.models.inception import (
 from src.common.errors import UserError
 from src.common.fileio import atomic_path, sha256_file
 from src.common.images import ImageLoadReport, iter_images, list_images
+from src.common.weights import where_to_get
 
 METRICS = ("fid", "kid")
 STANDIN_LABEL = "stand-in, for relative comparisons only"
@@ -182,6 +183,7 @@ def load_inception(path: str | os.PathLike[str]) -> FIDInceptionV3:
     if not source.is_file():
         raise UserError(
             f"inception: {source} does not exist; give the pt_inception-2015-12-05 file"
+            f"{where_to_get(source)}"
         )
     try:
         state = torch.load(source, map_location="cpu", weights_only=True)

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import json
 import os
 import random
+import re
 import sys
 import time
 import uuid
@@ -28,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import yaml
+from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
@@ -44,10 +48,12 @@ from src.common.lifecycle import (
     Terminated,
     is_secondary_rank,
 )
+from src.common.params import check_params, whole_value_overrides
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 DONE_FILE = "done.json"
 STARTED_FILE = "started.json"
+SWEEP_INDEX = "sweep_jobs.jsonl"
 CONFIG_FILE = "config.yaml"
 # Keys that never change what a stage writes, so they stay out of its config hash; a stage's
 # config adds its own in ``hash_ignores``.
@@ -202,13 +208,66 @@ def seed_everything(seed: int) -> None:
         torch.manual_seed(seed)
 
 
-def apply_sweep_run_name(cfg: DictConfig) -> None:
-    """In a Hydra sweep, give each job its own chain folder: ``<run_name>/<override_dirname>``."""
+def sweep_job_folder(override_dirname: str) -> str:
+    """A sweep job's folder name: short, one path component, the same for the same overrides.
+
+    The overrides, made safe and cut to 40 characters, then 8 hex digits of their SHA-256: a
+    path value never nests folders and eleven overrides never exceed the file-name limit.
+    """
+    digest = hashlib.sha256(override_dirname.encode()).hexdigest()[:8]
+    readable = re.sub(r"[^A-Za-z0-9._=,+-]+", "_", override_dirname)[:40].strip("_.")
+    return f"{readable}-{digest}" if readable else digest
+
+
+def current_sweep_job() -> tuple[str, str] | None:
+    """``(folder, overrides)`` of this Hydra sweep job, or None outside a sweep."""
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return
+        return None
     job = HydraConfig.get().job
-    suffix = job.override_dirname or f"job{job.num}"
-    cfg.run_name = f"{cfg.run_name}/{suffix}"
+    overrides = job.override_dirname or f"job{job.num}"
+    return sweep_job_folder(overrides), overrides
+
+
+def record_sweep_job(index_dir: Path, folder: str, overrides: str) -> None:
+    """Add ``folder``'s overrides to ``index_dir/sweep_jobs.jsonl``, the sweep's readable index."""
+    index = index_dir / SWEEP_INDEX
+    known = index.read_text(encoding="utf-8") if index.exists() else ""
+    line = json.dumps({"folder": folder, "overrides": overrides}) + "\n"
+    if line not in known:
+        index_dir.mkdir(parents=True, exist_ok=True)
+        with index.open("a", encoding="utf-8") as file:
+            file.write(line)
+
+
+def apply_sweep_run_name(cfg: DictConfig) -> None:
+    """In a sweep of whole chains, give each job its own chain folder ``<run_name>/<job>``."""
+    job = current_sweep_job()
+    if job is None:
+        return
+    folder, overrides = job
+    record_sweep_job(Path(cfg.paths.run_dir), folder, overrides)
+    cfg.run_name = f"{cfg.run_name}/{folder}"
+
+
+def apply_sweep_out_dir(cfg: DictConfig, stage: str) -> None:
+    """In a sweep of one stage, write each job to ``<run_dir>/<job>/<stage>``.
+
+    The run folder stays the chain's, so the stage still reads the earlier stages' outputs
+    (``${paths.run_dir}/toyfaces``) of the run it belongs to.
+    """
+    job = current_sweep_job()
+    if job is None:
+        return
+    folder, overrides = job
+    run_dir = Path(cfg.paths.run_dir)
+    record_sweep_job(run_dir, folder, overrides)
+    cfg.out_dir = str(run_dir / folder / stage)
+
+
+def searchpath_overrides() -> list[str]:
+    """The running app's ``hydra.searchpath`` overrides: needed to compose its configs again."""
+    hydra_overrides = HydraConfig.get().overrides.hydra
+    return [o for o in hydra_overrides if o.lstrip("+").startswith("hydra.searchpath")]
 
 
 def execute_stage(stage: str, fn: StageFn, cfg: DictConfig) -> dict[str, Any]:
@@ -268,6 +327,46 @@ def fail(message: str, code: int = 2) -> None:
     raise SystemExit(code)
 
 
+def stage_help(config_name: str) -> str:
+    """``--help`` of a stage: its name, how to run it and its parameters with their comments.
+
+    The parameters are the stage's ``configs/<group>/default.yaml`` as written, comments
+    included (the composed config Hydra would print has none): what each key does is said there.
+    """
+    primary = CONFIG_DIR / f"{config_name}.yaml"
+    text = primary.read_text(encoding="utf-8") if primary.is_file() else ""
+    header = itertools.takewhile(lambda line: line.startswith("#"), text.splitlines())
+    usage = [line[2:] for line in header]
+    lines = [f"{config_name}: a toonforge stage; its parameters are {config_name}.<key>", ""]
+    lines += [*usage, ""] if usage else []
+    defaults = (yaml.safe_load(text) or {}).get("defaults", []) if text else []
+    for entry in defaults:
+        if not isinstance(entry, dict):
+            continue
+        ((group, option),) = entry.items()
+        if group.split("@")[-1] == config_name and isinstance(option, str):
+            source = CONFIG_DIR / group.split("@")[0] / f"{option}.yaml"
+            params = source.read_text(encoding="utf-8").rstrip().splitlines()
+            lines += [f"Parameters ({source.relative_to(CONFIG_DIR.parent)}):", ""]
+            lines += [f"  {line}" if line else "" for line in params] + [""]
+    lines += [
+        "Set them as key=value, or choose an experiment: +experiment=NAME (configs/experiment/).",
+        "Shared: run_name=, seed=, trainer=cpu|gpu|ddp, logger=, paths.root_dir=, launcher=",
+        "(with -m). --cfg job prints the composed config; --hydra-help shows Hydra's options.",
+    ]
+    return "\n".join(lines)
+
+
+def requested_config_name(argv: Sequence[str], default: str) -> str:
+    """The ``--config-name`` (or ``-cn``) given in ``argv``, else ``default``."""
+    for index, arg in enumerate(argv):
+        if arg.startswith("--config-name="):
+            return arg.split("=", 1)[1]
+        if arg in ("--config-name", "-cn") and index + 1 < len(argv):
+            return argv[index + 1]
+    return default
+
+
 def run_stage(stage: str, fn: StageFn) -> None:
     """Entry point of ``python -m <module>``: compose ``configs/<stage>.yaml``, run ``fn``.
 
@@ -278,10 +377,12 @@ def run_stage(stage: str, fn: StageFn) -> None:
 
     @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=stage)
     def main(cfg: DictConfig) -> None:
-        apply_sweep_run_name(cfg)
         name = str(cfg.get("stage") or stage)
         GUARD.install()
+        apply_sweep_out_dir(cfg, name)
         try:
+            defaults = compose(HydraConfig.get().job.config_name, searchpath_overrides())
+            check_params(cfg, name, defaults)
             record = execute_stage(name, fn, cfg)
         except UserError as err:
             fail(str(err))
@@ -308,6 +409,10 @@ def run_stage(stage: str, fn: StageFn) -> None:
             GUARD.uninstall()
         print(f"{name}: done in {record['duration_s']:.1f}s -> {cfg.out_dir}")
 
+    if {"--help", "-h"} & set(sys.argv[1:]):
+        print(stage_help(requested_config_name(sys.argv[1:], stage)))
+        return
+    sys.argv[1:] = whole_value_overrides(sys.argv[1:])
     main()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -15,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.common.errors import UserError
 from src.common.lifecycle import GUARD
+from src.common.progress import progress_for_output
 from src.common.stage import StageContext
 
 LAST_CHECKPOINT = "last.ckpt"
@@ -76,12 +78,29 @@ def instantiate_group(node: DictConfig | None) -> list[Any]:
     return [instantiate(conf) for conf in node.values() if conf and "_target_" in conf]
 
 
+def log_lightning_once() -> None:
+    """Drop the ``lightning`` package's own console handler when the root logger has handlers.
+
+    ``import lightning`` adds a console handler to its logger, whose records also propagate to
+    the root logger. A stage imports Lightning after Hydra has configured the root logger (the
+    console and the job's log file), so every Lightning line was printed twice.
+    """
+    if not logging.getLogger().handlers:
+        return
+    package_logger = logging.getLogger("lightning")
+    for handler in list(package_logger.handlers):
+        if type(handler) is logging.StreamHandler:
+            package_logger.removeHandler(handler)
+
+
 def make_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
     """A Trainer from ``cfg.trainer`` with ``cfg.<stage>.trainer`` and ``overrides`` on top.
 
     The shared group says where to run (cpu, gpu, ddp); the stage says how long (max_epochs,
-    max_steps, ...). Loggers and callbacks come from the ``logger`` and ``callbacks`` groups.
+    max_steps, ...). Loggers and callbacks come from the ``logger`` and ``callbacks`` groups;
+    when stdout is not a terminal the progress bar prints plain status lines instead.
     """
+    log_lightning_once()
     stage_trainer = OmegaConf.select(cfg, f"{cfg.stage}.trainer", default=None)
     merged = {
         **OmegaConf.to_container(cfg.trainer, resolve=True),
@@ -93,7 +112,7 @@ def make_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
     return instantiate(
         merged,
         logger=instantiate_group(cfg.get("logger")) or False,
-        callbacks=callbacks,
+        callbacks=progress_for_output(callbacks, str(cfg.stage)),
     )
 
 

@@ -17,6 +17,7 @@ from torch import nn
 
 from src.common.checkpoint import load_checkpoint, load_state_dict_checked
 from src.common.errors import UserError
+from src.common.weights import where_to_get
 
 EMBEDDING_SIZE = 512
 FACE_SIZE = 112
@@ -144,7 +145,8 @@ class FaceIdLoss(nn.Module):
             )
         path = Path(weights)
         if not path.is_file():
-            raise UserError(f"faceid_weights: {path} does not exist; fix the path")
+            hint = where_to_get(path)
+            raise UserError(f"faceid_weights: {path} does not exist; fix the path{hint}")
         self.net = MobileFaceNet()
         state = load_checkpoint(path)
         if isinstance(state, dict) and "state_dict" in state:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from src.common.errors import UserError
 from src.common.lifecycle import TERMINATED_EXIT_CODE
+from src.common.params import whole_value_overrides
 from src.common.stage import CONFIG_DIR, apply_sweep_run_name, fail
 from src.pipeline.runner import ChainRunner
 
@@ -32,4 +35,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = whole_value_overrides(sys.argv[1:])
     main()

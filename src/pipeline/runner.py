@@ -28,6 +28,7 @@ from rich.table import Table
 
 from src.common.errors import UserError
 from src.common.lifecycle import TERMINATED_EXIT_CODE, die_with_parent
+from src.common.params import check_params
 from src.common.stage import CONFIG_DIR, config_hash, read_record, upstream_run_ids, why_not_done
 
 # Runner-only settings: never passed on to a stage.
@@ -114,6 +115,7 @@ class ChainRunner:
         self.hydra_overrides = hydra_overrides_to_forward(hydra_overrides)
         self.console = console or Console(stderr=True)
         self.run_dir = Path(cfg.paths.run_dir)
+        self.defaults: dict[str, DictConfig] = {}
 
     def stage_overrides(self, stage: str) -> list[str]:
         """The overrides ``stage`` runs with: its share of the runner's, and the chain's run_name.
@@ -137,7 +139,21 @@ class ChainRunner:
             ) from None
         except ConfigCompositionException as err:
             raise UserError(f"{stage}: {err}") from None
+        check_params(stage_cfg, stage, self.param_defaults(stage))
         return stage_cfg
+
+    def param_defaults(self, stage: str) -> DictConfig:
+        """The defaults ``stage``'s parameters are checked against, composed once per config.
+
+        ``pipeline.yaml`` mounts every stage's namespace, so one compose serves the whole chain;
+        a stage it does not know (a user's own) is composed from its own config.
+        """
+        for name in ("pipeline", stage):
+            if name not in self.defaults:
+                self.defaults[name] = compose(config_name=name, overrides=self.hydra_overrides)
+            if stage in self.defaults[name]:
+                break
+        return self.defaults[name]
 
     def why_run(self, stage: str, stage_cfg: DictConfig) -> str | None:
         """Why ``stage`` must run now (None: finished and up to date).

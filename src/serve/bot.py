@@ -33,12 +33,14 @@ from aiogram.exceptions import TelegramNetworkError, TelegramUnauthorizedError
 from aiogram.filters import Command, CommandObject, CommandStart
 from aiogram.types import BufferedInputFile, ErrorEvent, InputMediaPhoto, Message
 from aiogram.utils.token import TokenValidationError, validate_token
+from hydra import compose
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from src.common.errors import UserError
 from src.common.integrity import verify_recorded_sha256
-from src.common.stage import CONFIG_DIR, fail
+from src.common.params import check_params
+from src.common.stage import CONFIG_DIR, fail, searchpath_overrides
 
 log = logging.getLogger(__name__)
 
@@ -473,6 +475,7 @@ async def check_connection(bot: Bot, token: str) -> None:
 def main(cfg: DictConfig) -> None:
     """Entry point of ``python -m src.serve.bot``."""
     try:
+        check_params(cfg, "bot", compose("bot", searchpath_overrides()))
         token = read_token()
         settings = settings_from(cfg)
         if not settings.models:

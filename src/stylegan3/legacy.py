@@ -49,6 +49,7 @@ from src.common.checkpoint import (
     not_a_model,
 )
 from src.common.errors import UserError
+from src.common.weights import where_to_get
 from src.stylegan3 import stylegan2
 from src.stylegan3.discriminator import (
     Discriminator,
@@ -167,7 +168,7 @@ def unpickle_restricted(path: str | os.PathLike[str]) -> Any:
     """
     source = Path(path)
     if not source.is_file():
-        raise UserError(f"network pickle {source} does not exist; check the path")
+        raise UserError(f"network pickle {source} does not exist{where_to_get(source)}")
     kind = file_kind(source)
     if kind in ("zip", "torch-legacy"):
         raise UserError(
@@ -488,7 +489,7 @@ def load_networks(path: str | os.PathLike[str]) -> dict[str, Any]:
     official pickle (a raw pickle, loaded with :func:`load_official_pickle`)."""
     source = Path(path)
     if not source.is_file():
-        raise UserError(f"network file {source} does not exist; check the path")
+        raise UserError(f"network file {source} does not exist{where_to_get(source)}")
     if file_kind(source) not in ("zip", "torch-legacy"):
         return load_official_pickle(source)
     checkpoint = load_checkpoint(source)

@@ -1,0 +1,1 @@
+"""``python -m src.cartoonize``: the ``cartoonize`` stage by its name (``src.serve.cartoonize``)."""

@@ -1,0 +1,1 @@
+"""``python -m src.cleaner_filter``: the ``cleaner_filter`` stage (``src.cleaner.filter``)."""

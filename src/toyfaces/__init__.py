@@ -1,0 +1,1 @@
+"""``python -m src.toyfaces``: the ``toyfaces`` stage (code in ``src.common.toyfaces``)."""
