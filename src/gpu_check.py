@@ -593,13 +593,19 @@ def run_check(dry_run: bool, out: Path, budget_s: float, sg3_steps: int = 16) ->
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line of ``python -m src.gpu_check`` (argparse exits 2 on a bad one)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cpu-dry-run", action="store_true", help="tiny sizes on the CPU")
     parser.add_argument("--out", type=Path, default=Path("gpu_check.json"))
     parser.add_argument("--budget-s", type=float, default=420.0, help="stop starting parts after")
     parser.add_argument("--sg3-steps", type=int, default=16, help="timed StyleGAN3 steps")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the check; exit 0 when every part ran, 1 when one failed, 2 on a user error."""
+    args = parse_args(argv)
     try:
         report = run_check(args.cpu_dry_run, args.out, args.budget_s, args.sg3_steps)
     except UserError as error:

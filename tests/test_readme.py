@@ -34,6 +34,7 @@ from src.common.errors import UserError
 from src.common.params import check_params, whole_value_overrides
 from src.common.stage import CONFIG_DIR
 from src.common.weights import parse_args as weights_args
+from src.gpu_check import parse_args as gpu_check_args
 from src.pipeline.runner import ChainRunner
 from src.stylegan3.convert import parse_args as convert_args
 
@@ -55,6 +56,7 @@ def no_arguments(args: list[str]) -> None:
 # Modules that are not Hydra apps, and how their arguments are checked.
 PLAIN_MODULES = {
     "src.common.weights": weights_args,
+    "src.gpu_check": gpu_check_args,
     "src.stylegan3.convert": convert_args,
     "src.stylegan3.ops.cuda.build": no_arguments,
 }
