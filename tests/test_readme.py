@@ -137,9 +137,9 @@ def sweep_jobs(args: tuple[str, ...]) -> list[list[str]]:
     return [list(job) for job in itertools.product(*choices)]
 
 
-def composed_job(module: str, args: list[str], monkeypatch: pytest.MonkeyPatch) -> DictConfig:
-    """``python -m module args --cfg job --resolve`` in this process: the config it prints."""
-    monkeypatch.setattr(sys, "argv", [module, *args, "--cfg", "job", "--resolve"])
+def run_in_process(module: str, args: list[str], monkeypatch: pytest.MonkeyPatch) -> str:
+    """``python -m module args`` in this process: what it prints; fails on a non-zero exit."""
+    monkeypatch.setattr(sys, "argv", [module, *args])
     printed, errors = io.StringIO(), io.StringIO()
     code = 0
     with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(errors):
@@ -148,7 +148,14 @@ def composed_job(module: str, args: list[str], monkeypatch: pytest.MonkeyPatch) 
         except SystemExit as exit_:
             code = exit_.code or 0
     assert code == 0, f"exit {code}: {errors.getvalue().strip()}"
-    cfg = OmegaConf.create(printed.getvalue())
+    return printed.getvalue()
+
+
+def composed_job(module: str, args: list[str], monkeypatch: pytest.MonkeyPatch) -> DictConfig:
+    """``python -m module args --cfg job --resolve`` in this process: the config it prints."""
+    cfg = OmegaConf.create(
+        run_in_process(module, [*args, "--cfg", "job", "--resolve"], monkeypatch)
+    )
     assert isinstance(cfg, DictConfig)
     return cfg
 
@@ -177,6 +184,10 @@ def check_command(command: Command, monkeypatch: pytest.MonkeyPatch) -> None:
     if command.module in PLAIN_MODULES:
         assert importlib.util.find_spec(command.module) is not None
         PLAIN_MODULES[command.module](list(command.args))
+        return
+    if "--help" in command.args:
+        stage = command.module.removeprefix("src.")
+        assert run_in_process(command.module, list(command.args), monkeypatch).startswith(stage)
         return
     for index, job in enumerate(sweep_jobs(command.args)):
         check_parameters(composed_job(command.module, job, monkeypatch), job, index == 0)
