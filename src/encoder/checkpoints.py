@@ -164,7 +164,9 @@ def load_encoder(path: str | os.PathLike[str], kind: str | None = None) -> Encod
             state = dict(payload["state_dict"])
             latent_avg = payload["latent_avg"]
         except (KeyError, TypeError, ValueError) as err:
-            raise UserError(f"{source} is a damaged {FORMAT} file ({err!r}); save it again") from None
+            raise UserError(
+                f"{source} is a damaged {FORMAT} file ({err!r}); save it again"
+            ) from None
     else:
         config, state, latent_avg = read_official(source, kind)
     try:

@@ -76,8 +76,9 @@ def test_one_latent_average_row_is_repeated_for_every_style(tmp_path: Path) -> N
 
 
 def test_progressive_stage_limits_the_offsets() -> None:
-    encoder = randomized(build_encoder({"kind": "e4e", "n_styles": 10, "w_dim": 24,
-                                        "input_size": 64, **TINY}), 3)
+    encoder = randomized(
+        build_encoder({"kind": "e4e", "n_styles": 10, "w_dim": 24, "input_size": 64, **TINY}), 3
+    )
     x = photos("e4e")
     with torch.no_grad():
         full = encoder(x)
@@ -91,8 +92,12 @@ def test_progressive_stage_limits_the_offsets() -> None:
 
 
 def test_our_encoder_file_round_trips(tmp_path: Path) -> None:
-    encoder = randomized(build_encoder({"kind": "restyle_e4e", "n_styles": 6, "w_dim": 24,
-                                        "input_size": 32, **TINY}), 4)
+    encoder = randomized(
+        build_encoder(
+            {"kind": "restyle_e4e", "n_styles": 6, "w_dim": 24, "input_size": 32, **TINY}
+        ),
+        4,
+    )
     avg = torch.randn(24)
     bundle = load_encoder(save_encoder(tmp_path / "ours.pt", encoder, avg))
     x = photos("restyle_e4e")
@@ -156,8 +161,14 @@ def test_truncated_release_checkpoint(tmp_path: Path) -> None:
     [
         ([1, 2, 3], "official e4e/ReStyle checkpoint"),
         ({"state_dict": {"decoder.x": torch.zeros(1)}}, "no encoder.*"),
-        ({"state_dict": {"encoder.body.0.x": torch.zeros(1)}, "latent_avg": torch.zeros(4),
-          "opts": {"encoder_type": "Encoder4Editing"}}, "not an e4e/ReStyle IR-SE encoder"),
+        (
+            {
+                "state_dict": {"encoder.body.0.x": torch.zeros(1)},
+                "latent_avg": torch.zeros(4),
+                "opts": {"encoder_type": "Encoder4Editing"},
+            },
+            "not an e4e/ReStyle IR-SE encoder",
+        ),
     ],
 )
 def test_damaged_payloads(tmp_path: Path, payload: object, needle: str) -> None:
@@ -186,9 +197,7 @@ def test_unknown_encoder_type_and_missing_latent_average(tmp_path: Path) -> None
 
 
 def test_latent_average_of_the_wrong_length(tmp_path: Path) -> None:
-    path = write_release_checkpoint(
-        tmp_path / "a.pt", reference("e4e"), "e4e", torch.zeros(4, 24)
-    )
+    path = write_release_checkpoint(tmp_path / "a.pt", reference("e4e"), "e4e", torch.zeros(4, 24))
     with pytest.raises(UserError) as err:
         load_encoder(path)
     assert "4 rows for 10" in one_line(err)
@@ -201,8 +210,10 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("kind", "n_styles", "channels"),
-                         [("e4e", 18, 3), ("restyle_e4e", 16, 6), ("restyle_psp", 16, 6)])
+@pytest.mark.parametrize(
+    ("kind", "n_styles", "channels"),
+    [("e4e", 18, 3), ("restyle_e4e", 16, 6), ("restyle_psp", 16, 6)],
+)
 def test_full_size_keys_and_shapes_match_the_release(kind: str, n_styles: int, channels: int):
     """IR-SE50 at 256 px: our names and shapes are the releases' (e4e at 1024: 18 styles;
     stylegan3-editing's ReStyle: 16 styles, 6 channels)."""
