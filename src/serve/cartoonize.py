@@ -48,8 +48,10 @@ SHEET_CELL = 160
 
 
 def settings_from(cfg: DictConfig) -> DictConfig:
-    """``cfg.cartoonize`` with the short command-line keys (``input=...``) applied on top."""
-    settings = OmegaConf.merge(cfg.get("cartoonize") or {}, {})
+    """``cfg.<stage>`` (``cartoonize``, or an alias such as ``toonify``) with the short
+    command-line keys (``input=...``) applied on top."""
+    own = cfg.get(str(cfg.get("stage") or "cartoonize")) or cfg.get("cartoonize")
+    settings = OmegaConf.merge(own or {}, {})
     for key in SHORT_KEYS:
         if cfg.get(key) is not None:
             settings[key] = cfg[key]
