@@ -178,3 +178,17 @@ def test_encoder_for_another_generator_is_refused(files) -> None:
     bundle = EncoderBundle(encoder, torch.zeros(9, 16), {}, "other.pt")
     with pytest.raises(UserError, match="predicts 9 ws of 16; the generator takes 5"):
         Inverter(bundle, generator(files, "base"))
+
+
+def test_bot_inversion_engine_draws_at_the_users_degree(files) -> None:
+    from src.serve.bot import BotSettings, InversionEngine
+
+    spec = {k: str(v) for k, v in settings(files, "e4e").inversion.items()}
+    engine = InversionEngine(BotSettings(models={}, inversions={"toon": spec}, min_face=32), "toon")
+    photo = np.asarray(open_rgb(PHOTOS / "astronaut.jpg"))
+    photo_face, _ = engine(photo, degree=0.0)
+    cartoon_face, _ = engine(photo, degree=1.0)
+    assert len(photo_face) == 1 and photo_face[0].shape == (16, 16, 3)
+    assert np.abs(photo_face[0].astype(int) - cartoon_face[0].astype(int)).mean() > 1.0
+    with pytest.raises(UserError):
+        engine(photo, degree=-1)
