@@ -17,7 +17,14 @@ import torch
 
 from src.common.errors import UserError
 from src.encoder.checkpoints import load_encoder
-from src.encoder.inversion import DEFAULT_STEPS, DegreeBlend, Inverter, checked_degree, render
+from src.encoder.inversion import (
+    DEFAULT_STEPS,
+    DegreeBlend,
+    Inverter,
+    checked_degree,
+    render,
+    resize_to,
+)
 from src.stylegan3.legacy import load_networks
 
 FAMILY = "inversion"
@@ -87,3 +94,43 @@ def load_inversion_runner(settings: Any, degree: float | None = None) -> Inversi
     inverter = Inverter(bundle, base, steps=steps)
     chosen = settings.get("degree", 1.0) if degree is None else degree
     return InversionRunner(inverter, DegreeBlend(base, blended), degree=chosen)
+
+
+class InversionGenerator(torch.nn.Module):
+    """A runner as an image-to-image module ([-1, 1] crops -> cartoons at its degree), for the
+    pair scorers (``src.pix2pix.evaluate``)."""
+
+    def __init__(self, runner: InversionRunner) -> None:
+        super().__init__()
+        self.runner = runner
+        self.inverter = runner.inverter
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Cartoons of ``images`` (resized to the generator's resolution first)."""
+        crops = resize_to(images, self.runner.image_size)
+        return self.runner.render(self.runner.latents(crops)).clamp(-1, 1)
+
+
+def score_on_ground_truth(
+    runner: InversionRunner,
+    root: str,
+    max_pairs: int,
+    degrees: list[float],
+    grid_path: str | os.PathLike[str] | None = None,
+) -> dict[str, dict[str, float]]:
+    """L1 / PSNR / SSIM of the inversion's cartoons against true photo -> cartoon pairs
+    (``root/A``, ``root/B``) at every degree; the grid is drawn at the last degree."""
+    from src.pix2pix.evaluate import evaluate_pairs, good_pairs
+
+    pairs = good_pairs(root, max_pairs)
+    scores = {}
+    for index, degree in enumerate(degrees):
+        runner.degree = checked_degree(degree)
+        last = index == len(degrees) - 1
+        scores[f"{degree:g}"] = evaluate_pairs(
+            InversionGenerator(runner),
+            pairs,
+            runner.image_size,
+            grid_path=grid_path if last else None,
+        )
+    return scores

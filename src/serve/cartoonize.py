@@ -10,6 +10,7 @@ stage: the smoke chain ends by cartoonizing the shipped test photos with its pix
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -44,6 +45,8 @@ BACKENDS = ("generator", "inversion")
 REPORT_FILE = "report.json"
 CONTACT_SHEET_FILE = "contact_sheet.png"
 SWEEP_FILE = "degree_sweep.png"
+TRUTH_FILE = "ground_truth.json"
+TRUTH_GRID = "ground_truth_grid.png"
 SHEET_CELL = 160
 
 
@@ -291,7 +294,37 @@ def degree_sweep(
     if rows:
         save_image(make_sheet(rows[:16]), output / SWEEP_FILE)
         written.append(SWEEP_FILE)
+    truth = settings.get("ground_truth")
+    if truth is not None and truth.get("root"):
+        written += compare_on_ground_truth(runner, truth, degrees, output)
     return written
+
+
+def compare_on_ground_truth(
+    runner: InversionRunner, truth: DictConfig, degrees: list[float], output: Path
+) -> list[str]:
+    """Score the inversion at every degree on true photo -> cartoon pairs, beside the scores
+    another generator left (``ground_truth.compare``, e.g. pix2pix's ground_truth.json)."""
+    from src.encoder.toonify import score_on_ground_truth
+
+    scores = score_on_ground_truth(
+        runner, str(truth.root), int(truth.get("max_pairs", 16)), degrees, output / TRUTH_GRID
+    )
+    result: dict[str, Any] = {"root": str(truth.root), "inversion": scores}
+    for name, path in (truth.get("compare") or {}).items():
+        if Path(path).is_file():
+            result[str(name)] = json.loads(Path(path).read_text())
+    atomic_write_json(output / TRUTH_FILE, result)
+    for degree, figures in scores.items():
+        print(
+            f"inversion at degree {degree} on {figures['pairs']} ground-truth pairs: L1 "
+            f"{figures['l1']:.4f}, PSNR {figures['psnr']:.2f} dB, SSIM {figures['ssim']:.3f}"
+        )
+    for name in truth.get("compare") or {}:
+        if name in result:
+            f = result[name]
+            print(f"{name}: L1 {f['l1']:.4f}, PSNR {f['psnr']:.2f} dB, SSIM {f['ssim']:.3f}")
+    return [TRUTH_FILE, TRUTH_GRID]
 
 
 def cartoonize_stage(ctx: StageContext) -> list[str]:

@@ -11,10 +11,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
+from PIL import Image
 
 from src.blend.blending import blend_generators
 from src.common.checkpoint import save_checkpoint
 from src.common.errors import UserError
+from src.common.images import save_image
 from src.encoder.checkpoints import EncoderBundle, load_encoder, save_encoder
 from src.encoder.inversion import DegreeBlend, Inverter, render
 from src.encoder.networks import build_encoder
@@ -140,11 +142,25 @@ def open_rgb(path: Path):
 
 def test_degree_sweep_matches_base_and_blend_renders(files, tmp_path: Path) -> None:
     """Degree 0 and 1 are the base's and the blend's renders of the same latents, exactly."""
+    truth = tmp_path / "paired"
+    noise = np.random.default_rng(0)
+    for side in ("A", "B"):
+        for index in range(3):
+            pixels = noise.integers(0, 255, (24, 24, 3), dtype=np.uint8)
+            save_image(Image.fromarray(pixels), truth / side / f"{index}.png")
+    other = tmp_path / "pix2pix.json"
+    other.write_text(json.dumps({"l1": 0.5, "psnr": 10.0, "ssim": 0.1, "pairs": 3}))
     cfg = settings(files, "e4e", mode="faces", input=str(PHOTOS / "two_faces.jpg"))
-    written = degree_sweep(cfg, tmp_path, [0.0, 0.5, 1.0])
-    assert written[-1] == "degree_sweep.png" and (tmp_path / "degree_sweep.png").is_file()
+    cfg.ground_truth = {"root": str(truth), "max_pairs": 8, "compare": {"pix2pix": str(other)}}
+    out = tmp_path / "out"
+    written = degree_sweep(cfg, out, [0.0, 0.5, 1.0])
+    assert written[3:] == ["degree_sweep.png", "ground_truth.json", "ground_truth_grid.png"]
+    scores = json.loads((out / "ground_truth.json").read_text())
+    assert sorted(scores["inversion"]) == ["0", "0.5", "1"]
+    assert scores["inversion"]["0"]["pairs"] == 3 and scores["pix2pix"]["psnr"] == 10.0
+    assert scores["inversion"]["0"]["l1"] != scores["inversion"]["1"]["l1"]
     reports = [
-        json.loads((tmp_path / f"degree_{d}" / "report.json").read_text())
+        json.loads((out / f"degree_{d}" / "report.json").read_text())
         for d in ("0", "0.5", "1")
     ]
     assert [r["inversion"]["degree"] for r in reports] == [0.0, 0.5, 1.0]
@@ -156,7 +172,7 @@ def test_degree_sweep_matches_base_and_blend_renders(files, tmp_path: Path) -> N
         assert torch.equal(runner.render(ws, 0.0), render(base, ws))
         assert torch.equal(runner.render(ws, 1.0), render(blended, ws))
     faces = [
-        np.asarray(open_rgb(tmp_path / f"degree_{d}" / "two_faces_face0.png"), dtype=int)
+        np.asarray(open_rgb(out / f"degree_{d}" / "two_faces_face0.png"), dtype=int)
         for d in ("0", "0.5", "1")
     ]
     assert np.abs(faces[0] - faces[2]).mean() > 1.0
