@@ -80,10 +80,11 @@ def mix_ws(
     if target.shape != style.shape:
         raise UserError(f"target ws {tuple(target.shape)} and style ws {tuple(style.shape)} differ")
     mixed = target.clone()
-    part = style[start:stop] + psi * (target[start:stop] - style[start:stop])
+    # lerp is exact at both ends: psi 0 gives the style's ws, psi 1 the target's.
+    part = torch.lerp(style[start:stop], target[start:stop], psi)
     if truncation != 1.0:
         if w_avg is None:
             raise UserError("truncation != 1 needs the generator's w_avg")
-        part = w_avg + truncation * (part - w_avg)
+        part = torch.lerp(w_avg.to(part).expand_as(part), part, truncation)
     mixed[start:stop] = part
     return mixed

@@ -5,8 +5,8 @@ Two backbones, chosen by ``backbone``:
 - ``torchvision``: the ``lpips`` package's LPIPS with its learned linear heads (``v0.1/vgg.pth``,
   shipped inside the package) on a VGG16 trunk built without weights and filled by name from
   torchvision's ImageNet ``vgg16`` state dict (``vgg16-397923af.pth``): ``features.<i>.*`` goes
-  to the trunk slice that holds conv ``i``. ``vgg16="random"`` keeps the random trunk (tests and
-  smoke runs only; results say so).
+  to the trunk slice that holds conv ``i``, checked before the network is built.
+  ``vgg16="random"`` keeps the random trunk (tests and smoke runs only; results say so).
 - ``nvidia``: NVIDIA's ``vgg16.pt`` TorchScript (the one StyleGAN2-ADA's projector uses), called
   as it does: images in [0, 255], ``resize_images=False, return_lpips=True``, distance the sum of
   squared feature differences.
@@ -37,9 +37,9 @@ class Perceptual(nn.Module):
 
 
 class PackageLpips(Perceptual):
-    """The ``lpips`` package's VGG16 LPIPS with a trunk from a torchvision state dict."""
+    """The ``lpips`` package's VGG16 LPIPS with a trunk state (see :func:`vgg16_trunk_state`)."""
 
-    def __init__(self, vgg16_state: dict[str, torch.Tensor] | None, label: str) -> None:
+    def __init__(self, trunk_state: dict[str, torch.Tensor] | None, label: str) -> None:
         super().__init__()
         import lpips
 
@@ -48,8 +48,8 @@ class PackageLpips(Perceptual):
         with warnings.catch_warnings():  # torchvision's note on the legacy `pretrained` flag
             warnings.simplefilter("ignore", UserWarning)
             self.lpips = lpips.LPIPS(net="vgg", pretrained=True, pnet_rand=True, verbose=False)
-        if vgg16_state is not None:
-            load_vgg16_trunk(self.lpips.net, vgg16_state, label)
+        if trunk_state is not None:
+            self.lpips.net.load_state_dict(trunk_state)
         self.lpips.requires_grad_(False).eval()
         self.label = label
 
@@ -75,39 +75,46 @@ class NvidiaLpips(Perceptual):
         return (feats[0] - feats[1]).square().sum(dim=1)
 
 
-def vgg16_slices(trunk: nn.Module) -> dict[int, str]:
-    """torchvision ``features`` index -> the trunk's module name (``slice<k>.<index>``)."""
-    names = {}
-    for slice_name, child in trunk.named_children():
-        for index, _ in child.named_children():
-            names[int(index)] = f"{slice_name}.{index}"
-    return names
+# LPIPS splits torchvision's vgg16 ``features`` after relu1_2, relu2_2, relu3_3, relu4_3 and
+# relu5_3: slice k holds the modules with these indices.
+LPIPS_SLICES = (range(0, 4), range(4, 9), range(9, 16), range(16, 23), range(23, 30))
 
 
-def load_vgg16_trunk(trunk: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Copy torchvision's ``features.<i>.weight/bias`` into the lpips trunk, checked by name."""
-    slices = vgg16_slices(trunk)
-    own = trunk.state_dict()
+def vgg16_conv_shapes() -> dict[int, tuple[int, int, int, int]]:
+    """torchvision vgg16 ``features`` index -> conv weight shape, from its layer list (cfg D)."""
+    from torchvision.models.vgg import cfgs
+
+    shapes, index, in_ch = {}, 0, 3
+    for entry in cfgs["D"]:
+        if entry == "M":
+            index += 1
+            continue
+        shapes[index] = (int(entry), in_ch, 3, 3)
+        in_ch = int(entry)
+        index += 2  # the conv and its ReLU
+    return shapes
+
+
+def vgg16_trunk_state(state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """torchvision's ``features.<i>.weight/bias`` renamed to the lpips trunk's
+    ``slice<k>.<i>.*``, checked for completeness and shapes (the classifier is left out)."""
+    shapes = vgg16_conv_shapes()
     mapped = {}
-    for key, value in state.items():
-        parts = key.split(".")
-        if parts[0] != "features" or len(parts) != 3:
-            continue  # the classifier head is not part of the trunk
-        target = f"{slices.get(int(parts[1]), '?')}.{parts[2]}"
-        if target not in own:
-            raise UserError(f"{source}: {key} has no place in the VGG16 trunk; is it a VGG16?")
-        if tuple(own[target].shape) != tuple(value.shape):
-            raise UserError(
-                f"{source}: {key} is {tuple(value.shape)}, VGG16 needs {tuple(own[target].shape)}"
-            )
-        mapped[target] = value.float()
-    missing = sorted(set(own) - set(mapped))
-    if missing:
-        raise UserError(
-            f"{source} lacks {len(missing)} VGG16 trunk tensors (e.g. features weights for "
-            f"{missing[0]}); give torchvision's vgg16 ImageNet weights (vgg16-397923af.pth)"
-        )
-    trunk.load_state_dict(mapped)
+    for index, shape in shapes.items():
+        (slice_number,) = [k + 1 for k, span in enumerate(LPIPS_SLICES) if index in span]
+        for kind, expected in (("weight", shape), ("bias", shape[:1])):
+            key = f"features.{index}.{kind}"
+            if key not in state:
+                raise UserError(
+                    f"{source} lacks {key}; give torchvision's vgg16 ImageNet weights "
+                    "(vgg16-397923af.pth)"
+                )
+            value = state[key]
+            if not isinstance(value, torch.Tensor) or tuple(value.shape) != expected:
+                found = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value)
+                raise UserError(f"{source}: {key} is {found}, VGG16 needs {expected}")
+            mapped[f"slice{slice_number}.{index}.{kind}"] = value.float()
+    return mapped
 
 
 def load_perceptual(
@@ -132,7 +139,9 @@ def load_perceptual(
         raise UserError(f"{key}: {path} does not exist; put the VGG16 weights there")
     if backbone == "nvidia":
         try:
-            module = torch.jit.load(str(path), map_location="cpu")
+            with warnings.catch_warnings():  # torch's note that TorchScript is deprecated
+                warnings.simplefilter("ignore", FutureWarning)
+                module = torch.jit.load(str(path), map_location="cpu")
         except Exception as err:  # a user's file: every failure to parse is the file's
             raise UserError(
                 f"{key}: {path} is not NVIDIA's vgg16.pt TorchScript ({type(err).__name__})"
@@ -141,4 +150,4 @@ def load_perceptual(
     state = load_checkpoint(path)
     if not isinstance(state, dict):
         raise UserError(f"{key}: {path} is not a state dict; give torchvision's vgg16 weights")
-    return PackageLpips(state, f"LPIPS VGG16 ({path.name})")
+    return PackageLpips(vgg16_trunk_state(state, f"{key}: {path}"), f"LPIPS VGG16 ({path.name})")
