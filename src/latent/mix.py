@@ -84,7 +84,7 @@ def mix_stage(ctx: StageContext) -> list[str]:
         raise UserError(f"noise: {p.noise!r}; use one of {', '.join(NOISE_SOURCES)}")
     generator = load_generator_network(str(p.network), str(p.network_key), pick_device(p.device))
     targets = latents_in(p.targets, "targets")
-    tables = OmegaConf.to_container(p.tables)
+    tables = OmegaConf.to_container(p.tables, resolve=True)
     if not isinstance(tables, dict) or not tables:
         raise UserError("tables: give {name: {styles: folder, preset: style}, ...}")
     outputs = []

@@ -60,7 +60,7 @@ TABLE = "table.png"
 def target_sets(targets: Any) -> dict[str, str]:
     """``targets`` as {set name: folder}: one folder is the set ``targets``."""
     if OmegaConf.is_config(targets):
-        targets = OmegaConf.to_container(targets)
+        targets = OmegaConf.to_container(targets, resolve=True)
     if isinstance(targets, str):
         return {"targets": targets}
     if isinstance(targets, dict) and targets:
@@ -114,7 +114,7 @@ def start_latents(p: DictConfig, set_name: str) -> dict[str, Path] | None:
     if start in (None, "w_avg"):
         return None
     if OmegaConf.is_config(start):
-        start = OmegaConf.to_container(start).get(set_name)  # type: ignore[union-attr]
+        start = OmegaConf.to_container(start, resolve=True).get(set_name)  # type: ignore[union-attr]
         if start is None:
             return None
     return latents_in(start, "start")
