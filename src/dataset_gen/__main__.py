@@ -25,6 +25,7 @@ from src.dataset_gen.module import PairGeneration
 from src.dataset_gen.pairs import MANIFEST, PairRenderer, finish_manifest, unique_seeds
 from src.stylegan3.generate import parse_seeds
 from src.stylegan3.legacy import load_networks
+from src.stylegan3.networks import family_of
 
 PREVIEW = "preview.png"
 PREVIEW_PAIRS = 8
@@ -76,6 +77,9 @@ def generate_pairs(ctx: StageContext) -> list[str]:
         "base_sha256": sha256_file(p.base),
         "blended_sha256": sha256_file(p.blended),
     }
+    if family_of(base) == "stylegan3":
+        # No noise inputs: the setting changes nothing, and pairs made before it existed stay.
+        del recipe["noise_mode"]
     module = PairGeneration(
         renderer, ctx.out_dir, seeds, recipe, int(p.batch_size), int(p.num_workers)
     )

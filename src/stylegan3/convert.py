@@ -1,5 +1,5 @@
-"""Convert an official StyleGAN3 network pickle into a toonforge checkpoint, running none of its
-code: ``python -m src.stylegan3.convert in=OFFICIAL.pkl out=OURS.ckpt``.
+"""Convert an official StyleGAN3 or StyleGAN2 network pickle into a toonforge checkpoint, running
+none of its code: ``python -m src.stylegan3.convert in=OFFICIAL.pkl out=OURS.ckpt``.
 
 The result loads with ``torch.load(weights_only=True)`` (see :func:`legacy.load_networks`).
 """

@@ -3,6 +3,7 @@ differ only by the weights; the two families are never paired."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,8 @@ def test_stage_renders_both_images_from_one_w_and_the_stored_noise(
         with Image.open(out / folder / "000004.png") as written:
             assert np.array_equal(np.asarray(written.convert("RGB")), np.asarray(picture))
     assert not np.array_equal(np.asarray(expected[0]), np.asarray(expected[1]))
+    rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert all(row["noise_mode"] == "const" for row in rows)
     # Random noise would change a render from one call to the next; const never does.
     again = PairRenderer(base, blended, psi=0.6)([4])[0]
     assert np.array_equal(np.asarray(again[1]), np.asarray(expected[1]))
@@ -53,3 +56,10 @@ def test_families_and_transforms_are_checked(tmp_path: Path, sg2_nets) -> None:
         PairRenderer(base, sg3)
     with pytest.raises(UserError, match="translate/rotate need StyleGAN3 generators"):
         PairRenderer(base, base, rotate=5)
+
+
+def test_stylegan3_recipes_do_not_record_a_noise_mode(tmp_path: Path, nets) -> None:
+    """StyleGAN3 has no noise inputs: its pairs' recipe stays what it was before the setting."""
+    out = run_in_process(tmp_path, nets, "dataset_gen.seeds=[0]")
+    row = json.loads((out / "manifest.jsonl").read_text().splitlines()[0])
+    assert "noise_mode" not in row and row["psi"] == 0.7
