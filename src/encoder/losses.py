@@ -1,7 +1,8 @@
 """The encoder's training losses (e4e / ReStyle): reconstruction, perceptual, identity, the
 offsets' norm and the latent discriminator with R1.
 
-LPIPS and the identity network are injected: any callable ``lpips(a, b) -> [N] or scalar``
+LPIPS and the identity network are injected (e.g. the latent tools' ``src.latent.perceptual`` and
+``src.common.faceid``): any callable ``lpips(a, b) -> [N] or scalar``
 distance and any module ``identity(images) -> [N, D]`` embeddings, configured with Hydra
 ``_target_`` (``encoder.lpips`` / ``encoder.identity``). The shared face-identity module (ArcFace
 IR-SE50 / MobileFaceNet) and the shared LPIPS plug in there without changes here.

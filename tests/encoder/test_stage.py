@@ -94,3 +94,58 @@ def test_delta_norm_and_r1() -> None:
     disc = LatentDiscriminator(3)
     real = torch.randn(5, 3, requires_grad=True)
     assert float(r1_penalty(real, disc(real)).detach()) > 0
+
+
+def test_shared_lpips_and_identity_plug_into_the_losses() -> None:
+    """The latent tools' LPIPS and face-identity modules, as the config's Hydra targets."""
+    from hydra.utils import instantiate
+
+    from src.encoder.module import EncoderTraining
+    from src.encoder.networks import build_encoder
+    from src.stylegan3.networks import Generator
+    from tests.stylegan3.tiny import G_KWARGS
+
+    torch.manual_seed(0)
+    generator = Generator(**G_KWARGS)
+    encoder = build_encoder(
+        {
+            "kind": "e4e",
+            "n_styles": generator.num_ws,
+            "w_dim": 16,
+            "input_size": 32,
+            "widths": (16, 32, 48, 64),
+            "units": (1, 1, 1, 1),
+        }
+    )
+    lpips = instantiate(
+        {
+            "_target_": "src.latent.perceptual.load_perceptual",
+            "backbone": "torchvision",
+            "vgg16": "random",
+        }
+    )
+    identity = instantiate(
+        {
+            "_target_": "src.common.faceid.load_identity_encoder",
+            "kind": "mobilefacenet",
+            "weights": "random",
+            "key": "id",
+        }
+    )
+    module = EncoderTraining(
+        encoder,
+        generator,
+        weights={"l2": 1, "lpips": 0.8, "id": 0.5},
+        lpips=lpips,
+        identity=identity,
+    )
+    real = torch.rand(2, 3, 16, 16) * 2 - 1
+    fake = (torch.rand(2, 3, 16, 16) * 2 - 1).requires_grad_(True)
+    total, parts = module.reconstruction_loss(fake, real)
+    assert set(parts) == {"l2", "lpips", "id"}
+    expected = parts["l2"] + 0.8 * parts["lpips"] + 0.5 * parts["id"]
+    assert torch.allclose(total, expected)
+    total.backward()
+    assert fake.grad is not None and fake.grad.abs().sum() > 0
+    _, same = module.reconstruction_loss(real, real)
+    assert float(same["id"]) == pytest.approx(0.0, abs=1e-5)

@@ -160,8 +160,7 @@ def test_degree_sweep_matches_base_and_blend_renders(files, tmp_path: Path) -> N
     assert scores["inversion"]["0"]["pairs"] == 3 and scores["pix2pix"]["psnr"] == 10.0
     assert scores["inversion"]["0"]["l1"] != scores["inversion"]["1"]["l1"]
     reports = [
-        json.loads((out / f"degree_{d}" / "report.json").read_text())
-        for d in ("0", "0.5", "1")
+        json.loads((out / f"degree_{d}" / "report.json").read_text()) for d in ("0", "0.5", "1")
     ]
     assert [r["inversion"]["degree"] for r in reports] == [0.0, 0.5, 1.0]
     runner = load_inversion_runner(cfg.inversion)
