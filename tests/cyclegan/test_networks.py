@@ -21,6 +21,14 @@ from src.cyclegan.interop import (
 from src.cyclegan.networks import build_discriminator, build_generator
 from src.cyclegan.resnet import ResnetGenerator
 from src.pix2pix.networks import count_parameters
+from tests.cyclegan.reference_layout import FlatResnetGenerator
+from tests.pix2pix.reference_layout import NestedUnet
+from tests.reference_files import (
+    SERIALIZATIONS,
+    randomise,
+    reference_state_dict,
+    save_like_reference,
+)
 
 TINY = {"ngf": 4}
 
@@ -67,85 +75,102 @@ def test_bad_options_are_user_errors() -> None:
         build_generator({"netG": "resnet_nine"})
 
 
-def reference_resnet_keys(n_blocks: int, norm: str, padding: str, dropout: bool) -> list[str]:
-    """The state-dict keys of the reference ResnetGenerator (its flat ``model`` Sequential),
-    written out from its layer list rather than from our network."""
-    # The reference's use_bias: convs followed by a norm have a bias only with instance norm.
-    conv_keys = ["weight", "bias"] if norm == "instance" else ["weight"]
-    norm_keys = {
-        "instance": [],
-        "none": [],
-        "batch": ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"],
-    }[norm]
-    keys = []
-
-    def layer(index: int, names: list[str], inner: str = "") -> None:
-        keys.extend(f"model.{index}{inner}.{name}" for name in names)
-
-    layer(1, conv_keys)
-    layer(2, norm_keys)
-    for conv_index in (4, 7):
-        layer(conv_index, conv_keys)
-        layer(conv_index + 1, norm_keys)
-    pad = 0 if padding == "zero" else 1
-    first_conv, second_conv = pad, pad + 3 + (1 if dropout else 0) + pad
-    for block in range(n_blocks):
-        for conv in (first_conv, second_conv):
-            layer(10 + block, conv_keys, f".conv_block.{conv}")
-            layer(10 + block, norm_keys, f".conv_block.{conv + 1}")
-    up = 10 + n_blocks
-    for conv_index in (up, up + 3):
-        layer(conv_index, conv_keys)
-        layer(conv_index + 1, norm_keys)
-    layer(up + 7, ["weight", "bias"])
-    return keys
+def release_resnet(
+    n_blocks: int, norm: str = "instance", padding: str = "reflect", dropout: bool = False
+) -> FlatResnetGenerator:
+    """The reference's ResNet generator with random weights (and batch-norm running stats)."""
+    net = randomise(FlatResnetGenerator(4, n_blocks, norm, padding, dropout), seed=n_blocks)
+    return net.eval()
 
 
-@pytest.mark.parametrize(
-    ("norm", "padding", "dropout"),
-    [("instance", "reflect", False), ("batch", "zero", True), ("none", "replicate", False)],
-)
-def test_key_mapping_round_trip_in_the_reference_layout(
+def load_like_the_reference(net: torch.nn.Module, path: Path) -> None:
+    """``BaseModel.load_networks``: torch.load, drop ``_metadata``, load strictly."""
+    state = torch.load(path, weights_only=True)
+    del state._metadata
+    net.load_state_dict(state)
+
+
+RESNET_OPTIONS = [
+    ("instance", "reflect", False),
+    ("batch", "zero", True),
+    ("none", "replicate", False),
+]
+
+
+@pytest.mark.parametrize(("norm", "padding", "dropout"), RESNET_OPTIONS)
+def test_key_mapping_covers_the_reference_modules_keys(
     norm: str, padding: str, dropout: bool
 ) -> None:
     config = {"netG": "resnet_3blocks", "norm": norm, "padding": padding, "use_dropout": dropout}
     generator = build_generator({**config, **TINY})
-    assert sorted(key_mapping(generator).values()) == sorted(
-        reference_resnet_keys(3, norm, padding, dropout)
-    )
-    torch.manual_seed(0)
-    reference = {k: torch.randn_like(v.float()) for k, v in to_reference(generator).items()}
-    ours = from_reference(generator, reference)
-    again = to_reference(generator, ours)
+    reference = release_resnet(3, norm, padding, dropout).state_dict()
+    mapping = key_mapping(generator)
+    assert sorted(mapping.values()) == sorted(reference)
+    ours = generator.state_dict()
+    assert all(ours[k].shape == reference[v].shape for k, v in mapping.items())
+    again = to_reference(generator, from_reference(generator, reference))
     assert again.keys() == reference.keys()
     assert all(torch.equal(again[k], reference[k]) for k in reference)
-    generator.load_state_dict(ours)
-    assert torch.equal(to_reference(generator)["model.1.weight"], reference["model.1.weight"])
 
 
-def test_unet_generators_use_pix2pix_mapping() -> None:
-    generator = build_generator({"netG": "unet_32", **TINY})
-    assert "model.model.0.weight" in key_mapping(generator).values()
-    state = to_reference(generator)
-    assert from_reference(generator, state).keys() == generator.state_dict().keys()
-
-
-def test_reference_file_loads_strips_wrappers_and_names_misfits(tmp_path: Path) -> None:
-    generator = build_generator({"netG": "resnet_2blocks", **TINY})
-    path = save_reference_generator(generator, tmp_path / "latest_net_G_A.pth")
-    fresh = build_generator({"netG": "resnet_2blocks", **TINY})
-    load_reference_generator(fresh, path)
-    assert all(
-        torch.equal(a, b)
-        for a, b in zip(fresh.state_dict().values(), generator.state_dict().values(), strict=True)
+@pytest.mark.parametrize("serialization", SERIALIZATIONS)
+@pytest.mark.parametrize(("norm", "padding", "dropout"), RESNET_OPTIONS)
+def test_reference_file_written_as_the_reference_writes_it(
+    tmp_path: Path, serialization: str, norm: str, padding: str, dropout: bool
+) -> None:
+    release = release_resnet(2, norm, padding, dropout)
+    path = save_like_reference(
+        reference_state_dict(release), tmp_path / "latest_net_G_A.pth", serialization
     )
-    wrapped = {f"module.{k}": v for k, v in torch.load(path, weights_only=True).items()}
+    control = FlatResnetGenerator(4, 2, norm, padding, dropout).eval()
+    load_like_the_reference(control, path)
+    config = {"netG": "resnet_2blocks", "norm": norm, "padding": padding, "use_dropout": dropout}
+    ours = load_reference_generator(build_generator({**config, **TINY}), path).eval()
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        expected = release(images)
+        assert torch.equal(control(images), expected)
+        assert torch.allclose(ours(images), expected, atol=1e-6)
+
+
+def test_unet_reference_file_uses_the_pix2pix_mapping(tmp_path: Path) -> None:
+    torch.manual_seed(3)
+    release = NestedUnet(5, 4, norm="instance").eval()
+    path = save_like_reference(
+        reference_state_dict(release), tmp_path / "latest_net_G_B.pth", "legacy"
+    )
+    ours = load_reference_generator(build_generator({"netG": "unet_32", **TINY}), path).eval()
+    assert "model.model.0.weight" in key_mapping(ours).values()
+    images = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(ours(images), release(images), atol=1e-6)
+
+
+def test_our_files_load_in_the_reference_and_old_files_in_ours(tmp_path: Path) -> None:
+    generator = randomise(build_generator({"netG": "resnet_2blocks", **TINY}), seed=4).eval()
+    path = save_reference_generator(generator, tmp_path / "latest_net_G_A.pth")
+    control = FlatResnetGenerator(4, 2).eval()
+    control.load_state_dict(torch.load(path, weights_only=True))
+    images = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(control(images), generator(images), atol=1e-6)
     # Files saved before PyTorch 0.4 carry instance-norm running stats: they are ignored.
-    wrapped["module.model.2.running_mean"] = torch.zeros(4)
+    release = release_resnet(2)
+    state = reference_state_dict(release)
+    for name, module in release.named_modules():
+        if isinstance(module, nn.InstanceNorm2d):
+            state[f"{name}.running_mean"] = torch.zeros(module.num_features)
+            state[f"{name}.running_var"] = torch.ones(module.num_features)
+    old = save_like_reference(state, tmp_path / "old_net_G_A.pth", "legacy")
+    fresh = load_reference_generator(build_generator({"netG": "resnet_2blocks", **TINY}), old)
+    with torch.no_grad():
+        assert torch.allclose(fresh.eval()(images), release(images), atol=1e-6)
+    # A DataParallel net saved by other code (the reference itself unwraps it first).
+    wrapped = {f"module.{k}": v for k, v in reference_state_dict(release).items()}
     assert from_reference(fresh, wrapped).keys() == fresh.state_dict().keys()
     other = build_generator({"netG": "resnet_3blocks", **TINY})
     with pytest.raises(CheckpointMismatchError, match=r"missing keys: model\.12"):
-        load_reference_generator(other, path)
+        load_reference_generator(other, old)
 
 
 def test_exported_generator_loads_through_the_family_registry(tmp_path: Path) -> None:

@@ -10,14 +10,46 @@ import torch
 from src.common.errors import UserError
 from src.photo2cartoon.faceid import FaceIdLoss, MobileFaceNet, face_crop
 from src.photo2cartoon.training import Photo2CartoonTraining
+from tests.photo2cartoon.reference_layout import InsightFaceMobileFaceNet
+from tests.reference_files import reference_state_dict, save_like_reference
+
+
+def released_recogniser() -> InsightFaceMobileFaceNet:
+    """InsightFace's MobileFaceNet(512) with random weights and batch-norm statistics measured
+    on random faces, so that, as in a trained net, every layer passes on a signal (with the
+    initial statistics a deep stack of small random weights embeds every face alike)."""
+    torch.manual_seed(0)
+    net = InsightFaceMobileFaceNet(512)
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d | torch.nn.BatchNorm1d):
+            module.momentum = None  # plain average over the calibration batch
+            torch.nn.init.uniform_(module.weight, 0.5, 1.5)
+            torch.nn.init.uniform_(module.bias, -0.1, 0.1)
+    with torch.no_grad():
+        net.train()(torch.rand(8, 3, 112, 112) * 2 - 1)
+    return net.eval()
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
+    """``model_mobilefacenet.pth`` as InsightFace writes it: the bare ``state_dict()``."""
     path = tmp_path_factory.mktemp("faceid") / "model_mobilefacenet.pth"
-    torch.save(MobileFaceNet().state_dict(), path)
-    return path
+    return save_like_reference(reference_state_dict(released_recogniser()), path, "legacy")
+
+
+def test_released_weights_embed_as_the_reference_does(weights: Path) -> None:
+    """The released file predates PyTorch 1.6: legacy format (zip: see tests/pix2pix)."""
+    released, path = released_recogniser(), weights
+    control = InsightFaceMobileFaceNet(512).eval()  # photo2cartoon's FaceFeatures: strict load
+    control.load_state_dict(torch.load(path, weights_only=True))
+    loss = FaceIdLoss(path)
+    assert isinstance(loss.net, MobileFaceNet)
+    faces = torch.rand(2, 3, 112, 112) * 2 - 1
+    with torch.no_grad():
+        expected = released(faces)
+        assert not torch.allclose(expected[0], expected[1], atol=1e-3)
+        assert torch.equal(control(faces), expected)
+        assert torch.allclose(loss.net(faces), expected, atol=1e-5)
 
 
 def test_loss_is_zero_for_identical_inputs_and_positive_for_different(weights: Path) -> None:

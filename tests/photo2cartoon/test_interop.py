@@ -1,8 +1,13 @@
-"""Released-weights interop: reference key names, exact outputs after loading, clear errors."""
+"""Released-weights interop: reference key names, exact outputs after loading, clear errors.
+
+Every fixture is the ``state_dict()`` of an independent reference-layout module
+(:mod:`tests.photo2cartoon.reference_layout`), saved the way U-GAT-IT's and photo2cartoon's
+trainers save it (:mod:`tests.reference_files`), never the output of our own converter.
+"""
 
 from __future__ import annotations
 
-import itertools
+import copy
 import re
 from pathlib import Path
 
@@ -14,11 +19,18 @@ from src.common.checkpoint import CheckpointMismatchError
 from src.photo2cartoon.interop import (
     discriminator_from_reference,
     from_reference_state_dict,
+    generator_from_reference,
     infer_generator_config,
     load_reference_checkpoint,
     to_reference_state_dict,
 )
 from src.photo2cartoon.networks import Discriminator, Generator
+from tests.photo2cartoon import reference_layout as ref
+from tests.reference_files import (
+    randomise,
+    reference_state_dict,
+    save_like_reference,
+)
 
 # Key names of the released files (U-GAT-IT's ResnetGenerator / Discriminator and
 # photo2cartoon's hourglass generator), as they appear in their state dicts.
@@ -79,28 +91,63 @@ DISCRIMINATOR_KEYS = {
 }
 
 
-def _randomise(module: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Random values everywhere (norm blends included, kept in [0, 1]) so nothing is trivial."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in module.state_dict().items():
-            values = torch.rand(tensor.shape, generator=generator)
-            if not name.endswith(("rho", "w_gamma", "w_beta")):
-                values = (values - 0.5) * 0.4
-            tensor.copy_(values)
-    return module.eval()
+LAYOUT_PAIRS = {
+    "ugatit light": (
+        lambda: Generator("ugatit", ngf=4, img_size=32, n_res=4),
+        lambda: ref.UgatitGenerator(4, 4, 32, light=True),
+    ),
+    "ugatit full": (
+        lambda: Generator("ugatit", ngf=4, img_size=32, light=False, n_res=2),
+        lambda: ref.UgatitGenerator(4, 2, 32, light=False),
+    ),
+    "photo2cartoon light": (
+        lambda: Generator("photo2cartoon", ngf=8, img_size=32),
+        lambda: ref.Photo2CartoonGenerator(8, 32, light=True),
+    ),
+    "photo2cartoon full": (
+        lambda: Generator("photo2cartoon", ngf=8, img_size=32, light=False),
+        lambda: ref.Photo2CartoonGenerator(8, 32, light=False),
+    ),
+    "global critic": (
+        lambda: Discriminator(3, ndf=4, n_layers=7),
+        lambda: ref.Discriminator(3, 4, 7),
+    ),
+    "local critic": (
+        lambda: Discriminator(3, ndf=4, n_layers=5),
+        lambda: ref.Discriminator(3, 4, 5),
+    ),
+}
 
 
-def test_reference_names_of_the_released_layouts() -> None:
-    ugatit = to_reference_state_dict(Generator("ugatit", ngf=4, img_size=32))
+@pytest.mark.parametrize("layout", LAYOUT_PAIRS)
+def test_our_names_and_shapes_are_the_reference_modules(layout: str) -> None:
+    build_ours, build_reference = LAYOUT_PAIRS[layout]
+    ours, reference = to_reference_state_dict(build_ours()), build_reference().state_dict()
+    assert sorted(ours) == sorted(reference)
+    assert all(ours[k].shape == v.shape for k, v in reference.items())
+
+
+def test_reference_modules_hold_the_released_key_names() -> None:
+    ugatit = ref.UgatitGenerator(4, 4, 32, light=True).state_dict()
     assert set(ugatit) >= UGATIT_KEYS
     # 3 convs + 4 blocks x 2 + 4 CAM + 2 MLP + gamma, beta + 4 blocks x 4 + 2 x 4 up + head
     assert len(ugatit) == 44
-    photo2cartoon = to_reference_state_dict(Generator("photo2cartoon", ngf=8, img_size=32))
+    photo2cartoon = ref.Photo2CartoonGenerator(8, 32, light=True).state_dict()
     assert set(photo2cartoon) >= PHOTO2CARTOON_KEYS
     assert "HourGlass4.Conv2.weight" not in photo2cartoon  # the last hourglass has no residual
-    critic = to_reference_state_dict(Discriminator(3, ndf=4, n_layers=7))
-    assert set(critic) >= DISCRIMINATOR_KEYS
+    assert set(ref.Discriminator(3, 4, 7).state_dict()) >= DISCRIMINATOR_KEYS
+
+
+def _reference_generator(kind: str, seed: int, **options: object) -> torch.nn.Module:
+    """A reference-layout generator with random weights."""
+    if kind == "ugatit":
+        return randomise(ref.UgatitGenerator(**options), seed)
+    return randomise(ref.Photo2CartoonGenerator(**options), seed)
+
+
+def _reference_critic(n_layers: int, seed: int) -> torch.nn.Module:
+    """A reference critic with random weights and settled spectral-norm vectors."""
+    return ref.settle_spectral_vectors(randomise(ref.Discriminator(3, 4, n_layers), seed))
 
 
 class _Recorded(dict[str, torch.Tensor]):
@@ -158,9 +205,10 @@ def _reference_ugatit_light(state: dict[str, torch.Tensor], x: torch.Tensor) -> 
     return torch.tanh(conv(x, "UpBlock2.11.weight", 3))
 
 
-def test_ugatit_mapping_matches_an_independent_reference_forward() -> None:
-    ours = _randomise(Generator("ugatit", ngf=4, img_size=32, n_res=2), seed=0)
-    state = to_reference_state_dict(ours)
+def test_ugatit_loading_matches_an_independent_reference_forward() -> None:
+    reference = _reference_generator("ugatit", 0, ngf=4, n_blocks=2, img_size=32, light=True)
+    state = reference.state_dict()
+    ours = generator_from_reference(state).eval()
     images = torch.rand(2, 3, 32, 32) * 2 - 1
     with torch.no_grad():
         expected = _reference_ugatit_light(state, images)
@@ -261,9 +309,10 @@ def _reference_photo2cartoon_light(
     return torch.tanh(conv(x, "ConvBlock2.1", pad=3)), cam_logit, heatmap
 
 
-def test_photo2cartoon_mapping_matches_an_independent_reference_forward() -> None:
-    ours = _randomise(Generator("photo2cartoon", ngf=8, img_size=32, n_res=2), seed=8)
-    state = _Recorded(to_reference_state_dict(ours))
+def test_photo2cartoon_loading_matches_an_independent_reference_forward() -> None:
+    reference = _reference_generator("photo2cartoon", 8, ngf=8, img_size=32, light=True)
+    ours = generator_from_reference(reference.state_dict()).eval()
+    state = _Recorded(reference.state_dict())
     images = torch.rand(2, 3, 32, 32) * 2 - 1
     with torch.no_grad():
         expected = _reference_photo2cartoon_light(state, images)
@@ -274,40 +323,6 @@ def test_photo2cartoon_mapping_matches_an_independent_reference_forward() -> Non
     # Everything is used but the hourglass blocks' 1x1 projections (in == out channels there),
     # which the released files hold all the same.
     assert set(state) - state.read == {k for k in state if ".ConvBlock4." in k}
-
-
-def _reference_discriminator_state(
-    in_channels: int, ndf: int, n_layers: int, seed: int
-) -> dict[str, torch.Tensor]:
-    """A random critic state dict in the released layout (old-style ``spectral_norm`` keys),
-    shaped from the reference's ``Discriminator(input_nc, ndf, n_layers)`` alone.
-
-    ``weight_u`` is one power step from a random ``weight_v``: sigma stays positive but the pair
-    is not converged, so any power iteration in eval mode would change the outputs.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    state: dict[str, torch.Tensor] = {}
-
-    def rand(*shape: int) -> torch.Tensor:
-        return (torch.rand(shape, generator=generator) - 0.5) * 0.4
-
-    def spectral(name: str, weight: torch.Tensor) -> None:
-        v = F.normalize(rand(weight[0].numel()), dim=0)
-        state[f"{name}.weight_orig"] = weight
-        state[f"{name}.weight_u"] = F.normalize(weight.flatten(1) @ v, dim=0)
-        state[f"{name}.weight_v"] = v
-
-    # n_layers - 1 reflect-padded 4x4 convs in model.1, model.4, ...: ndf, then doubling.
-    channels = [in_channels] + [ndf * 2**i for i in range(n_layers - 1)]
-    for i, (cin, cout) in enumerate(itertools.pairwise(channels)):
-        spectral(f"model.{3 * i + 1}", rand(cout, cin, 4, 4))
-        state[f"model.{3 * i + 1}.bias"] = rand(cout)
-    width = channels[-1]
-    spectral("gap_fc", rand(1, width))
-    spectral("gmp_fc", rand(1, width))
-    state["conv1x1.weight"], state["conv1x1.bias"] = rand(width, 2 * width, 1, 1), rand(width)
-    spectral("conv", rand(1, width, 4, 4))
-    return state
 
 
 def _reference_discriminator(
@@ -351,7 +366,7 @@ def _reference_discriminator(
 def test_discriminator_loading_matches_an_independent_reference_forward(
     n_layers: int, size: int
 ) -> None:
-    state = _reference_discriminator_state(3, ndf=4, n_layers=n_layers, seed=n_layers)
+    state = _reference_critic(n_layers, seed=n_layers).state_dict()
     critic = discriminator_from_reference(state).eval()
     buffers = {k: v.clone() for k, v in critic.state_dict().items()}
     recorded = _Recorded(state)
@@ -367,67 +382,130 @@ def test_discriminator_loading_matches_an_independent_reference_forward(
     assert all(torch.equal(v, buffers[k]) for k, v in critic.state_dict().items())
 
 
-def _release(path: Path, kind: str) -> dict[str, torch.nn.Module]:
-    """Write a six-network file in the released layout; return the networks it was made from."""
-    networks = {
-        "genA2B": _randomise(Generator(kind, ngf=8, img_size=32, light=False, n_res=2), 1),
-        "genB2A": _randomise(Generator(kind, ngf=8, img_size=32, light=False, n_res=2), 2),
-        "disGA": _randomise(Discriminator(3, ndf=4, n_layers=5), 3),
-        "disGB": _randomise(Discriminator(3, ndf=4, n_layers=5), 4),
-        "disLA": _randomise(Discriminator(3, ndf=4, n_layers=4), 5),
-        "disLB": _randomise(Discriminator(3, ndf=4, n_layers=4), 6),
+def _reference_networks(kind: str) -> dict[str, torch.nn.Module]:
+    """The six reference-layout networks of a release (light generators, as photo2cartoon's)."""
+    options = {"ngf": 4, "n_blocks": 2} if kind == "ugatit" else {"ngf": 8, "n_blocks": 2}
+    return {
+        "genA2B": _reference_generator(kind, 1, img_size=32, light=True, **options),
+        "genB2A": _reference_generator(kind, 2, img_size=32, light=True, **options),
+        "disGA": _reference_critic(7, 3),
+        "disGB": _reference_critic(7, 4),
+        "disLA": _reference_critic(5, 5),
+        "disLB": _reference_critic(5, 6),
     }
-    torch.save({name: to_reference_state_dict(net) for name, net in networks.items()}, path)
-    return networks
 
 
-@pytest.mark.parametrize("kind", ["ugatit", "photo2cartoon"])
-def test_released_file_loads_with_exact_outputs(tmp_path: Path, kind: str) -> None:
-    original = _release(tmp_path / "release.pt", kind)
-    loaded = load_reference_checkpoint(tmp_path / "release.pt")
-    assert set(loaded) == set(original)
-    images = torch.rand(2, 3, 32, 32) * 2 - 1
+def _save_release(
+    networks: dict[str, torch.nn.Module], path: Path, serialization: str, data_parallel: bool
+) -> Path:
+    """``save``: one torch.save of ``{name: net.state_dict()}`` (``_params_latest.pt`` of a
+    multi-GPU photo2cartoon run: of the DataParallel-wrapped nets)."""
+    params = {
+        name: reference_state_dict(net, data_parallel=data_parallel)
+        for name, net in networks.items()
+    }
+    return save_like_reference(params, path, serialization)
+
+
+RELEASE_FILES = [
+    ("ugatit", "selfie2anime_params_0001000.pt", "legacy", False),
+    ("ugatit", "selfie2anime_params_0001000.pt", "zip", False),
+    ("photo2cartoon", "photo2cartoon_params_latest.pt", "legacy", True),
+]
+
+
+@pytest.mark.parametrize(("kind", "name", "serialization", "data_parallel"), RELEASE_FILES)
+def test_release_file_written_as_the_trainer_writes_it(
+    tmp_path: Path, kind: str, name: str, serialization: str, data_parallel: bool
+) -> None:
+    networks = _reference_networks(kind)
+    path = _save_release(networks, tmp_path / name, serialization, data_parallel)
+    if not data_parallel:  # control: the trainer's own load (strict load_state_dict per net)
+        params = torch.load(path, weights_only=True)
+        for net_name, network in networks.items():
+            blank = copy.deepcopy(network)
+            for tensor in blank.state_dict().values():
+                tensor.zero_()
+            blank.load_state_dict(params[net_name])
+            assert all(torch.equal(v, params[net_name][k]) for k, v in blank.state_dict().items())
+    loaded = load_reference_checkpoint(path)
+    assert set(loaded) == set(networks)
+    for net_name, network in loaded.items():
+        saved = networks[net_name].state_dict()
+        back = to_reference_state_dict(network)
+        assert back.keys() == saved.keys(), net_name
+        assert all(torch.equal(back[k], v) for k, v in saved.items()), net_name
+    # What the weights compute (the forward tests above cover every layer of each kind).
+    forward = _reference_ugatit_light if kind == "ugatit" else _reference_photo2cartoon_light
+    images = torch.rand(1, 3, 32, 32) * 2 - 1
     with torch.no_grad():
-        for name, network in loaded.items():
-            network.eval()
-            ours, theirs = network(images), original[name](images)
-            outputs = (ours, theirs) if name.startswith("gen") else (ours[0], theirs[0])
-            assert torch.equal(*outputs), name
-    assert loaded["genA2B"].kind == kind and not loaded["genA2B"].light
+        expected = forward(networks["genA2B"].state_dict(), images)
+        expected = expected[0] if isinstance(expected, tuple) else expected
+        assert torch.allclose(loaded["genA2B"].eval()(images), expected, atol=1e-5)
+        expected = _reference_discriminator(networks["disLB"].state_dict(), images)[0]
+        assert torch.allclose(loaded["disLB"].eval()(images)[0], expected, atol=1e-5)
+    assert loaded["genA2B"].kind == kind and loaded["genA2B"].light
+
+
+def test_a_generator_only_release_loads_its_generator(tmp_path: Path) -> None:
+    """photo2cartoon's test.py reads only ``genA2B`` from ``photo2cartoon_weights.pt``."""
+    reference = _reference_generator("photo2cartoon", 9, ngf=8, img_size=32, light=True)
+    path = save_like_reference(
+        {"genA2B": reference.state_dict()}, tmp_path / "photo2cartoon_weights.pt", "legacy"
+    )
+    control = ref.Photo2CartoonGenerator(8, 32, light=True)  # test.py: strict load of genA2B
+    control.load_state_dict(torch.load(path, weights_only=True)["genA2B"])
+    loaded = load_reference_checkpoint(path)
+    assert list(loaded) == ["genA2B"]
+    images = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        expected = _reference_photo2cartoon_light(reference.state_dict(), images)[0]
+        assert torch.allclose(loaded["genA2B"].eval()(images), expected, atol=1e-5)
 
 
 def test_data_parallel_prefix_is_accepted() -> None:
-    critic = _randomise(Discriminator(3, ndf=4, n_layers=4), 7)
-    state = {f"module.{k}": v for k, v in to_reference_state_dict(critic).items()}
+    reference = _reference_critic(4, 7)
+    state = reference_state_dict(reference, data_parallel=True)
+    assert all(k.startswith("module.") for k in state)
+    critic = discriminator_from_reference(state).eval()
     renamed = from_reference_state_dict(critic, state)
-    assert all(torch.equal(renamed[k], v) for k, v in critic.state_dict().items())
+    assert renamed.keys() == critic.state_dict().keys()
     images = torch.rand(1, 3, 32, 32)
     with torch.no_grad():
-        assert torch.equal(discriminator_from_reference(state).eval()(images)[0], critic(images)[0])
+        expected = _reference_discriminator(reference.state_dict(), images)[0]
+        assert torch.allclose(critic(images)[0], expected, atol=1e-5)
 
 
-def test_generator_settings_are_read_off_the_weights() -> None:
-    state = to_reference_state_dict(
-        Generator("photo2cartoon", ngf=8, img_size=64, light=False, n_res=3)
-    )
-    assert infer_generator_config(state) == {
-        "kind": "photo2cartoon",
-        "ngf": 8,
-        "img_size": 64,
-        "light": False,
-        "n_res": 3,
-        "in_channels": 3,
-        "out_channels": 3,
-    }
+@pytest.mark.parametrize(
+    ("reference", "expected"),
+    [
+        (
+            lambda: ref.Photo2CartoonGenerator(8, 64, light=False),
+            {"kind": "photo2cartoon", "ngf": 8, "img_size": 64, "light": False, "n_res": 4},
+        ),
+        (
+            lambda: ref.UgatitGenerator(4, 3, 64, light=False),
+            {"kind": "ugatit", "ngf": 4, "img_size": 64, "light": False, "n_res": 3},
+        ),
+        (
+            lambda: ref.UgatitGenerator(4, 6, 256, light=True),
+            {"kind": "ugatit", "ngf": 4, "img_size": 256, "light": True, "n_res": 6},
+        ),
+    ],
+)
+def test_generator_settings_are_read_off_the_weights(reference, expected: dict) -> None:
+    config = infer_generator_config(reference().state_dict())
+    assert config == {**expected, "in_channels": 3, "out_channels": 3}
 
 
 def test_mismatches_name_the_keys() -> None:
     generator = Generator("ugatit", ngf=4, img_size=32, n_res=2)
-    state = to_reference_state_dict(generator)
+    reference = ref.UgatitGenerator(4, 2, 32, light=True)
+    state = reference.state_dict()
     del state["UpBlock2.11.weight"]
     with pytest.raises(CheckpointMismatchError, match=r"head\.1\.weight"):
         from_reference_state_dict(generator, state)
-    state = to_reference_state_dict(generator)
+    state = reference.state_dict()
     state["HourGlass1.Conv1.weight"] = torch.zeros(1)
     with pytest.raises(CheckpointMismatchError, match=r"HourGlass1\.Conv1\.weight"):
         from_reference_state_dict(generator, state)
