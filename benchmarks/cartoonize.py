@@ -5,6 +5,11 @@ generator run by PyTorch and by ONNX Runtime. Without --model, a randomly initia
 U-Net at the release's size (unet_256, ngf 64) stands in: latency does not depend on weights.
 
     python benchmarks/cartoonize.py [--model generator.pt] [--repeats 5] [--threads N]
+        [--inversion] [--restyle-steps 1,5]
+
+With --inversion, also ``backend=inversion`` (Toonify by inversion, degree 0.5): a random
+ReStyle-e4e IR-SE50 encoder at the release's size (256 px, 16 styles) and a random StyleGAN3-T
+at 256 px (toonify_t256's channels) as base and blend, for each ReStyle step count.
 
 Each figure is the median over --repeats calls after one warm-up call; the ONNX export happens
 before timing.
@@ -13,9 +18,11 @@ before timing.
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,6 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from src.common.generators import save_generator
+from src.encoder.toonify import InversionRunner
 from src.faces import make_detector
 from src.serve.engine import STEPS, Cartoonizer, load_runner
 
@@ -46,6 +54,26 @@ def stand_in_generator(folder: Path) -> Path:
     )
 
 
+def stand_in_inversion(steps: int) -> InversionRunner:
+    """A random ReStyle-e4e IR-SE50 encoder and StyleGAN3-T 256 base and blend, degree 0.5."""
+    from src.encoder.checkpoints import EncoderBundle
+    from src.encoder.inversion import DegreeBlend, Inverter
+    from src.encoder.networks import build_encoder
+    from src.stylegan3.networks import Generator
+
+    torch.manual_seed(0)
+    kwargs = {"channel_base": 16384, "channel_max": 512, "num_fp16_res": 0}
+    base = Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=256, img_channels=3, **kwargs)
+    blended = copy.deepcopy(base)
+    with torch.no_grad():
+        for param in blended.synthesis.parameters():
+            param.add_(0.01 * torch.randn_like(param))
+    encoder = build_encoder({"kind": "restyle_e4e", "n_styles": base.num_ws}).eval()
+    bundle = EncoderBundle(encoder, base.mapping.w_avg.repeat(base.num_ws, 1), {}, "stand-in")
+    inverter = Inverter(bundle, base.eval(), steps=steps)
+    return InversionRunner(inverter, DegreeBlend(base, blended), degree=0.5)
+
+
 def time_case(engine: Cartoonizer, photo: np.ndarray, repeats: int) -> dict[str, float]:
     """Median seconds of each step and of the whole call, after a warm-up call."""
     engine(photo, paste_back=True)
@@ -61,6 +89,8 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None, help="generator.pt to time")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    parser.add_argument("--inversion", action="store_true", help="also time backend=inversion")
+    parser.add_argument("--restyle-steps", default="1,5", help="ReStyle step counts to time")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -68,20 +98,26 @@ def main() -> None:
     table = Table(
         title=f"cartoonize latency per photo, ms (CPU, {torch.get_num_threads()} threads)"
     )
-    for column in ("runtime", "photo", "faces", *STEPS, "total"):
+    for column in ("backend", "photo", "faces", *STEPS, "total"):
         table.add_column(column, justify="right")
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or stand_in_generator(Path(tmp))
         detector = make_detector("haar")
-        for runtime in ("torch", "onnx"):
-            runner = load_runner(model, runtime, onnx_dir=tmp, threads=args.threads)
+        runners: dict[str, Any] = {
+            runtime: load_runner(model, runtime, onnx_dir=tmp, threads=args.threads)
+            for runtime in ("torch", "onnx")
+        }
+        if args.inversion:
+            for steps in (int(s) for s in args.restyle_steps.split(",")):
+                runners[f"inversion, {steps} step(s)"] = stand_in_inversion(steps)
+        for backend, runner in runners.items():
             engine = Cartoonizer(runner, detector)
             for label, name in CASES.items():
                 photo = np.asarray(Image.open(PHOTOS / name).convert("RGB"))
                 faces = len(engine(photo).cartoons)
                 medians = time_case(engine, photo, args.repeats)
                 cells = [f"{1000 * medians[k]:.1f}" for k in (*STEPS, "total")]
-                table.add_row(runtime, label, str(faces), *cells)
+                table.add_row(backend, label, str(faces), *cells)
     console.print(table)
 
 

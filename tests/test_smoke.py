@@ -64,6 +64,17 @@ def check_stage_handoffs(run_dir: Path) -> None:
     assert report["model"] == str(run_dir / "pix2pix" / "generator.pt")
     assert report["faces"] >= 4, "one face in each portrait and two in the composite"
 
+    encoder = json.loads((run_dir / "encoder" / "metrics.json").read_text())
+    assert encoder["encoder"]["l2"] < encoder["latent_average"]["l2"], "beats the average latent"
+    for degree in ("0", "0.5", "1"):
+        toonified = json.loads(
+            (run_dir / "toonify" / f"degree_{degree}" / "report.json").read_text()
+        )
+        assert toonified["backend"] == "inversion" and toonified["faces"] >= 4
+    assert (run_dir / "toonify" / "degree_sweep.png").is_file()
+    truth = json.loads((run_dir / "toonify" / "ground_truth.json").read_text())
+    assert sorted(truth["inversion"]) == ["0", "0.5", "1"] and "pix2pix" in truth
+
 
 @pytest.mark.slow
 def test_smoke_chain_runs_then_skips(tmp_path: Path) -> None:

@@ -22,8 +22,8 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import hydra
 import numpy as np
@@ -41,6 +41,7 @@ from src.common.errors import UserError
 from src.common.integrity import verify_recorded_sha256
 from src.common.params import check_params
 from src.common.stage import CONFIG_DIR, fail, searchpath_overrides
+from src.encoder.inversion import checked_degree
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ HELP = (
     "Send me a photo with faces (as a photo, or as a file for full quality) and I will answer "
     "with a cartoon of each face.\n"
     "/model shows the generators; /model NAME picks one.\n"
+    "/degree shows how cartoonish the inversion models draw; /degree 0.5 sets it (0 = photo, "
+    "1 = full cartoon).\n"
     "Limits: {max_mb} MB, {max_mp} megapixels, {rate} photos per {window} s."
 )
 
@@ -67,6 +70,9 @@ class BotSettings:
     """The bot's limits and generators (see ``configs/bot.yaml``)."""
 
     models: dict[str, str]
+    # name -> Toonify-by-inversion model {encoder, base, blended, restyle_steps} (see
+    # cartoonize.inversion); these draw at each user's /degree.
+    inversions: dict[str, dict[str, Any]] = field(default_factory=dict)
     default_model: str | None = None
     runtime: str = "torch"
     allowlist: frozenset[int] = frozenset()
@@ -81,8 +87,8 @@ class BotSettings:
 
     @property
     def model_names(self) -> list[str]:
-        """The configured generators' names, sorted."""
-        return sorted(self.models)
+        """The configured generators' names (exported and inversion ones), sorted."""
+        return sorted({*self.models, *self.inversions})
 
     def first_model(self) -> str:
         """The generator a new user gets."""
@@ -201,9 +207,9 @@ class CartoonBot:
     """Handlers, limits and per-user state of the bot; ``engine_for(name)`` loads generators."""
 
     def __init__(self, settings: BotSettings, engine_for: Callable[[str], PhotoEngine]) -> None:
-        if not settings.models:
+        if not settings.models and not settings.inversions:
             raise UserError("bot: no generators configured; set models.NAME=/path/generator.pt")
-        if settings.default_model and settings.default_model not in settings.models:
+        if settings.default_model and settings.default_model not in settings.model_names:
             raise UserError(
                 f"bot.default_model={settings.default_model} is not among bot.models "
                 f"({', '.join(settings.model_names)}); fix one of them"
@@ -216,6 +222,7 @@ class CartoonBot:
         self.pending = 0
         self.rate = RateLimiter(settings.rate_limit, settings.rate_window_s)
         self.choice: dict[int, str] = {}
+        self.degrees: dict[int, float] = {}
         self.router = self._make_router()
         self._dispatcher: Dispatcher | None = None
 
@@ -236,6 +243,7 @@ class CartoonBot:
         handlers.message.register(self.on_start, CommandStart())
         handlers.message.register(self.on_help, Command("help"))
         handlers.message.register(self.on_model, Command("model"))
+        handlers.message.register(self.on_degree, Command("degree"))
         handlers.message.register(self.on_photo, F.photo)
         handlers.message.register(self.on_photo, F.document)
         handlers.message.register(self.on_other)
@@ -276,13 +284,32 @@ class CartoonBot:
         if not name:
             listed = ", ".join(self.settings.model_names)
             await message.answer(f"Generators: {listed}. Yours: {current}. Pick: /model NAME")
-        elif name not in self.settings.models:
+        elif name not in self.settings.model_names:
             await message.answer(
                 f"No generator '{name}'. Choose from: {', '.join(self.settings.model_names)}"
             )
         else:
             self.choice[user] = name
             await message.answer(f"Now using {name}.")
+
+    async def on_degree(self, message: Message, command: CommandObject) -> None:
+        """``/degree`` shows this user's style degree; ``/degree D`` sets it (0..1)."""
+        user = message.from_user.id if message.from_user else 0
+        value = (command.args or "").strip()
+        if not value:
+            current = self.degrees.get(user, 1.0)
+            await message.answer(
+                f"Style degree: {current:g} (0 = your photo's face, 1 = full cartoon; used by "
+                f"the inversion models). Set it: /degree 0.5"
+            )
+            return
+        try:
+            degree = checked_degree(value)
+        except UserError:
+            await message.answer("Give a number from 0 (photo) to 1 (full cartoon): /degree 0.5")
+            return
+        self.degrees[user] = degree
+        await message.answer(f"Style degree set to {degree:g}.")
 
     async def on_other(self, message: Message) -> None:
         """Anything else: say what the bot understands."""
@@ -352,7 +379,8 @@ class CartoonBot:
             self._check_size(len(data), None, None)
             async with self.semaphore:
                 # Decoding a large image takes seconds: off the loop, with the inference.
-                pngs, skipped = await asyncio.to_thread(self._run, name, data)
+                degree = self.degrees.get(user, 1.0)
+                pngs, skipped = await asyncio.to_thread(self._run, name, data, degree)
         except RejectedPhoto as reason:
             await message.answer(str(reason))
             return
@@ -371,14 +399,19 @@ class CartoonBot:
             ]
             await message.answer_media_group(media)
 
-    def _run(self, name: str, data: bytes) -> tuple[list[bytes], list[str]]:
+    def _run(self, name: str, data: bytes, degree: float = 1.0) -> tuple[list[bytes], list[str]]:
         """In a worker thread: decode ``data``, load (once, even when several threads ask) and
-        run the generator ``name``, encode the cartoons (at most an album's worth) as PNG."""
+        run the generator ``name`` (at ``degree`` when it is an inversion model), encode the
+        cartoons (at most an album's worth) as PNG."""
         pixels = decode_photo(data, self.settings.max_pixels)
         with self._loading:
             if name not in self.engines:
                 self.engines[name] = self.engine_for(name)
-        cartoons, skipped = self.engines[name](pixels)
+        engine = self.engines[name]
+        if getattr(engine, "takes_degree", False):
+            cartoons, skipped = engine(pixels, degree=degree)  # type: ignore[call-arg]
+        else:
+            cartoons, skipped = engine(pixels)
         return [encode_png(c) for c in cartoons[:MAX_ALBUM]], skipped
 
 
@@ -387,11 +420,12 @@ def settings_from(cfg: DictConfig) -> BotSettings:
     node = OmegaConf.to_container(cfg.bot, resolve=True)
     assert isinstance(node, dict)
     models = {str(k): str(v) for k, v in (node.pop("models") or {}).items() if v}
+    inversions = {str(k): dict(v) for k, v in (node.pop("inversions", None) or {}).items() if v}
     allowlist = frozenset(int(u) for u in node.pop("allowlist") or [])
     unknown = set(node) - set(BotSettings.__dataclass_fields__)
     if unknown:
         raise UserError(f"bot: unknown settings {sorted(unknown)}; see configs/bot.yaml")
-    return BotSettings(models=models, allowlist=allowlist, **node)
+    return BotSettings(models=models, inversions=inversions, allowlist=allowlist, **node)
 
 
 def cartoonizer_engines(settings: BotSettings) -> Callable[[str], PhotoEngine]:
@@ -400,6 +434,8 @@ def cartoonizer_engines(settings: BotSettings) -> Callable[[str], PhotoEngine]:
     from src.serve.engine import Cartoonizer, load_runner
 
     def load(name: str) -> PhotoEngine:
+        if name in settings.inversions:
+            return InversionEngine(settings, name)
         path = settings.models[name]
         onnx_dir = os.path.join(os.path.dirname(os.path.abspath(path)), "onnx_cache")
         runner = load_runner(path, settings.runtime, onnx_dir=onnx_dir)
@@ -417,6 +453,35 @@ def cartoonizer_engines(settings: BotSettings) -> Callable[[str], PhotoEngine]:
         return run
 
     return load
+
+
+class InversionEngine:
+    """A Toonify-by-inversion cartoonizer drawn at the asking user's degree."""
+
+    takes_degree = True
+
+    def __init__(self, settings: BotSettings, name: str) -> None:
+        from src.encoder.toonify import load_inversion_runner
+        from src.faces import make_detector
+        from src.serve.engine import Cartoonizer
+
+        self.runner = load_inversion_runner(OmegaConf.create(settings.inversions[name]))
+        self.engine = Cartoonizer(
+            self.runner,
+            make_detector("haar"),
+            min_face=settings.min_face,
+            max_faces=settings.max_faces,
+        )
+        self.lock = threading.Lock()
+
+    def __call__(
+        self, photo: np.ndarray, degree: float = 1.0
+    ) -> tuple[list[np.ndarray], list[str]]:
+        """Cartoon faces of ``photo`` at ``degree`` (the blend of each degree is cached)."""
+        with self.lock:
+            self.runner.degree = checked_degree(degree)
+            result = self.engine(photo)
+        return result.cartoons, [s.reason for s in result.skipped]
 
 
 def read_token(environ: Mapping[str, str] = os.environ) -> str:
@@ -478,7 +543,7 @@ def main(cfg: DictConfig) -> None:
         check_params(cfg, "bot", compose("bot", searchpath_overrides()))
         token = read_token()
         settings = settings_from(cfg)
-        if not settings.models:
+        if not settings.models and not settings.inversions:
             raise UserError("bot: no generators configured; set bot.models.NAME=/path/generator.pt")
         asyncio.run(serve(settings, token))
     except UserError as err:

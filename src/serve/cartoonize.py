@@ -10,6 +10,7 @@ stage: the smoke chain ends by cartoonizing the shipped test photos with its pix
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -17,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from PIL import Image, ImageOps
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -33,19 +35,27 @@ from src.common.images import (
 )
 from src.common.stage import StageContext, run_stage
 from src.common.visual import contact_sheet
+from src.encoder.inversion import checked_degree
+from src.encoder.toonify import InversionRunner, load_inversion_runner
 from src.faces import make_detector
-from src.serve.engine import Cartoonizer, PhotoResult, load_runner
+from src.serve.engine import Cartoonizer, PhotoResult, Runner, load_runner
 
 MODES = ("faces", "paste", "both")
-SHORT_KEYS = ("input", "output", "model", "runtime", "mode")
+SHORT_KEYS = ("input", "output", "model", "runtime", "mode", "backend", "degree")
+BACKENDS = ("generator", "inversion")
 REPORT_FILE = "report.json"
 CONTACT_SHEET_FILE = "contact_sheet.png"
+SWEEP_FILE = "degree_sweep.png"
+TRUTH_FILE = "ground_truth.json"
+TRUTH_GRID = "ground_truth_grid.png"
 SHEET_CELL = 160
 
 
 def settings_from(cfg: DictConfig) -> DictConfig:
-    """``cfg.cartoonize`` with the short command-line keys (``input=...``) applied on top."""
-    settings = OmegaConf.merge(cfg.get("cartoonize") or {}, {})
+    """``cfg.<stage>`` (``cartoonize``, or an alias such as ``toonify``) with the short
+    command-line keys (``input=...``) applied on top."""
+    own = cfg.get(str(cfg.get("stage") or "cartoonize")) or cfg.get("cartoonize")
+    settings = OmegaConf.merge(own or {}, {})
     for key in SHORT_KEYS:
         if cfg.get(key) is not None:
             settings[key] = cfg[key]
@@ -128,18 +138,37 @@ def describe(result: PhotoResult) -> dict[str, Any]:
     }
 
 
-def make_cartoonizer(settings: DictConfig, onnx_dir: Path) -> Cartoonizer:
-    """The engine the settings describe (generator, runtime, detector, template)."""
+def make_runner(settings: DictConfig, onnx_dir: Path) -> Runner:
+    """The generator runner of ``backend``: an exported generator (``model``), or an encoder
+    and the blended StyleGAN at ``degree`` (``inversion``, PyTorch only)."""
+    backend = str(settings.get("backend", "generator"))
+    if backend not in BACKENDS:
+        raise UserError(f"backend={backend} is unknown; use one of {', '.join(BACKENDS)}")
+    if backend == "inversion":
+        if str(settings.get("runtime", "torch")) != "torch":
+            raise UserError("backend=inversion runs in PyTorch only; set runtime=torch")
+        if settings.get("threads"):
+            torch.set_num_threads(int(settings.threads))
+        degree = settings.get("degree", 1.0)
+        first = degree[0] if isinstance(degree, ListConfig) else degree
+        return load_inversion_runner(settings.get("inversion") or {}, degree=first)
     if not settings.get("model"):
         raise UserError("no generator given; set model=/path/to/generator.pt (or a .onnx graph)")
     low, high = settings.get("value_range", (-1.0, 1.0))
-    runner = load_runner(
+    return load_runner(
         settings.model,
         str(settings.get("runtime", "torch")),
         onnx_dir=onnx_dir,
         value_range=(float(low), float(high)),
         threads=settings.get("threads"),
     )
+
+
+def make_cartoonizer(
+    settings: DictConfig, onnx_dir: Path, runner: Runner | None = None
+) -> Cartoonizer:
+    """The engine the settings describe (generator, runtime, detector, template)."""
+    runner = runner or make_runner(settings, onnx_dir)
     detector_cfg = settings.get("detector") or {}
     options = OmegaConf.to_container(detector_cfg.get("options") or OmegaConf.create({}))
     detector = make_detector(str(detector_cfg.get("name", "haar")), **options)  # type: ignore[arg-type]
@@ -156,9 +185,14 @@ def make_cartoonizer(settings: DictConfig, onnx_dir: Path) -> Cartoonizer:
 
 
 def cartoonize_files(
-    settings: DictConfig, output: Path, resume: bool = False, console: Console | None = None
+    settings: DictConfig,
+    output: Path,
+    resume: bool = False,
+    console: Console | None = None,
+    runner: Runner | None = None,
 ) -> dict[str, Any]:
-    """Cartoonize every photo ``settings.input`` names into ``output``; return the report."""
+    """Cartoonize every photo ``settings.input`` names into ``output``; return the report.
+    ``runner``: an already loaded one (a degree sweep reuses it), else the settings' own."""
     console = console or Console(stderr=True)
     mode = str(settings.get("mode", "faces"))
     if mode not in MODES:
@@ -168,7 +202,7 @@ def cartoonize_files(
         raise UserError(f"batch_size={batch_size} must be at least 1")
     paths = collect_inputs(settings.input)
     output.mkdir(parents=True, exist_ok=True)
-    cartoonizer = make_cartoonizer(settings, output)
+    cartoonizer = make_cartoonizer(settings, output, runner)
     names = output_names(paths)
     loads = ImageLoadReport()
     photos: dict[str, Any] = {}
@@ -209,7 +243,8 @@ def cartoonize_files(
                     sheet.append((Image.fromarray(pixels), result.cartoons))
             progress.advance(task, len(batch))
     report = {
-        "model": str(settings.model),
+        "model": str(settings.get("model")),
+        "backend": str(settings.get("backend", "generator")),
         "runtime": str(settings.get("runtime", "torch")),
         "mode": mode,
         "template": cartoonizer.template,
@@ -218,6 +253,12 @@ def cartoonize_files(
         "summary": loads.summary(),
         "faces": sum(len(e.get("faces", [])) for e in photos.values()),
     }
+    if isinstance(cartoonizer.runner, InversionRunner):
+        report["inversion"] = {
+            "encoder": str(settings.inversion.encoder),
+            "degree": cartoonizer.runner.degree,
+            "restyle_steps": cartoonizer.runner.inverter.steps,
+        }
     atomic_write_json(output / REPORT_FILE, report)
     if settings.get("contact_sheet", True) and sheet:
         save_image(make_sheet(sheet), output / CONTACT_SHEET_FILE)
@@ -238,10 +279,76 @@ def make_sheet(rows: list[tuple[Image.Image, list[np.ndarray]]]) -> Image.Image:
     return contact_sheet(cells, columns)
 
 
+def degree_folder(degree: float) -> str:
+    """The sub-folder of one degree of a sweep: ``degree_0.5``."""
+    return f"degree_{float(degree):g}"
+
+
+def degree_sweep(
+    settings: DictConfig, output: Path, degrees: list[float], resume: bool = False
+) -> list[str]:
+    """Cartoonize at every degree (one encoding pass per degree, the networks loaded once) into
+    ``degree_<d>/`` and write ``degree_sweep.png``: each photo, then its first face per degree."""
+    runner = make_runner(settings, output)
+    assert isinstance(runner, InversionRunner)
+    reports = []
+    for degree in degrees:
+        runner.degree = checked_degree(degree)
+        folder = output / degree_folder(degree)
+        reports.append(cartoonize_files(settings, folder, resume=resume, runner=runner))
+    rows: list[tuple[Image.Image, list[np.ndarray]]] = []
+    for photo, entry in reports[0]["photos"].items():
+        faces = [name for name in entry.get("outputs", []) if name.endswith("_face0.png")]
+        if not faces:
+            continue
+        cells = [np.asarray(load_image(output / degree_folder(d) / faces[0])) for d in degrees]
+        rows.append((load_image(photo), cells))
+    written = [f"{degree_folder(d)}/{REPORT_FILE}" for d in degrees]
+    if rows:
+        save_image(make_sheet(rows[:16]), output / SWEEP_FILE)
+        written.append(SWEEP_FILE)
+    truth = settings.get("ground_truth")
+    if truth is not None and truth.get("root"):
+        written += compare_on_ground_truth(runner, truth, degrees, output)
+    return written
+
+
+def compare_on_ground_truth(
+    runner: InversionRunner, truth: DictConfig, degrees: list[float], output: Path
+) -> list[str]:
+    """Score the inversion at every degree on true photo -> cartoon pairs, beside the scores
+    another generator left (``ground_truth.compare``, e.g. pix2pix's ground_truth.json)."""
+    from src.encoder.toonify import score_on_ground_truth
+
+    scores = score_on_ground_truth(
+        runner, str(truth.root), int(truth.get("max_pairs", 16)), degrees, output / TRUTH_GRID
+    )
+    result: dict[str, Any] = {"root": str(truth.root), "inversion": scores}
+    for name, path in (truth.get("compare") or {}).items():
+        if Path(path).is_file():
+            result[str(name)] = json.loads(Path(path).read_text())
+    atomic_write_json(output / TRUTH_FILE, result)
+    for degree, figures in scores.items():
+        print(
+            f"inversion at degree {degree} on {figures['pairs']} ground-truth pairs: L1 "
+            f"{figures['l1']:.4f}, PSNR {figures['psnr']:.2f} dB, SSIM {figures['ssim']:.3f}"
+        )
+    for name in truth.get("compare") or {}:
+        if name in result:
+            f = result[name]
+            print(f"{name}: L1 {f['l1']:.4f}, PSNR {f['psnr']:.2f} dB, SSIM {f['ssim']:.3f}")
+    return [TRUTH_FILE, TRUTH_GRID]
+
+
 def cartoonize_stage(ctx: StageContext) -> list[str]:
-    """The stage function: cartoonize the configured photos into ``output`` (or ``out_dir``)."""
+    """The stage function: cartoonize the configured photos into ``output`` (or ``out_dir``);
+    with ``backend=inversion`` and a list of degrees, one folder per degree and a sweep sheet."""
     settings = settings_from(ctx.cfg)
     output = Path(settings.output) if settings.get("output") else ctx.out_dir
+    degree = settings.get("degree")
+    if settings.get("backend") == "inversion" and isinstance(degree, ListConfig):
+        names = degree_sweep(settings, output, [float(d) for d in degree], resume=ctx.resume)
+        return [os.path.relpath(output / name, ctx.out_dir) for name in names]
     cartoonize_files(settings, output, resume=ctx.resume)
     outputs = [name for name in (REPORT_FILE, CONTACT_SHEET_FILE) if (output / name).exists()]
     return [os.path.relpath(output / name, ctx.out_dir) for name in outputs]

@@ -495,3 +495,40 @@ def test_no_network_at_startup_is_one_line(identity_generator: Path) -> None:
     with pytest.raises(UserError, match="cannot reach the Telegram Bot API") as err:
         asyncio.run(serve(settings, TOKEN, session=AiohttpSession(api=api)))
     assert TOKEN not in str(err.value) and "\n" not in str(err.value)
+
+
+def test_degree_command_reaches_inversion_engines(files: dict) -> None:
+    calls: list[tuple[str, float | None]] = []
+
+    class DegreeEngine:
+        takes_degree = True
+
+        def __call__(self, photo: np.ndarray, degree: float = 1.0):
+            calls.append(("inversion", degree))
+            return [photo[:8, :8]], []
+
+    def plain(photo: np.ndarray):
+        calls.append(("plain", None))
+        return [photo[:8, :8]], []
+
+    settings = BotSettings(models={"plain": "-"}, inversions={"toon": {"encoder": "-"}})
+    engines = {"toon": DegreeEngine(), "plain": plain}
+    cartoon_bot = CartoonBot(settings, engines.__getitem__)
+    session = RecordingSession(files)
+
+    async def scenario() -> None:
+        await feed(cartoon_bot, session, text_update(1, 5, "/degree"))
+        await feed(cartoon_bot, session, text_update(2, 5, "/degree 1.7"))
+        await feed(cartoon_bot, session, text_update(3, 5, "/degree 0.25"))
+        await feed(cartoon_bot, session, text_update(4, 5, "/model toon"))
+        await feed(cartoon_bot, session, photo_update(5, 5, "astronaut", 30_000))
+        await feed(cartoon_bot, session, text_update(6, 5, "/model plain"))
+        await feed(cartoon_bot, session, photo_update(7, 5, "astronaut", 30_000))
+
+    asyncio.run(scenario())
+    texts = session.texts()
+    assert texts[0].startswith("Style degree: 1 ")
+    assert "from 0 (photo) to 1" in texts[1]
+    assert texts[2] == "Style degree set to 0.25."
+    assert calls == [("inversion", 0.25), ("plain", None)]
+    assert settings.model_names == ["plain", "toon"]
