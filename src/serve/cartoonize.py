@@ -129,7 +129,7 @@ def make_cartoonizer(settings: DictConfig, onnx_dir: Path) -> Cartoonizer:
     )
     detector_cfg = settings.get("detector") or {}
     options = OmegaConf.to_container(detector_cfg.get("options") or OmegaConf.create({}))
-    detector = make_detector(str(detector_cfg.get("name", "haar")), **options)  # type: ignore[arg-type]
+    detector = make_detector(str(detector_cfg.get("name", "auto")), **options)  # type: ignore[arg-type]
     white = settings.get("white_background")
     return Cartoonizer(
         runner,
