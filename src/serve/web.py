@@ -82,6 +82,7 @@ class WebDemo:
     def __init__(self, settings: WebSettings, out_dir: str | os.PathLike[str] | None = None):
         self.settings = settings
         self.out_dir = Path(out_dir or tempfile.mkdtemp(prefix="toonforge-web-"))
+        self.out_dir.mkdir(parents=True, exist_ok=True)
         self.engines: dict[str, Any] = {}
         self._loading = threading.Lock()
         self._detector: Any = None
