@@ -5,6 +5,7 @@ generator run by PyTorch and by ONNX Runtime. Without --model, a randomly initia
 U-Net at the release's size (unet_256, ngf 64) stands in: latency does not depend on weights.
 
     python benchmarks/cartoonize.py [--model generator.pt] [--repeats 5] [--threads N]
+        [--detector auto|dlib|haar]
 
 Each figure is the median over --repeats calls after one warm-up call; the ONNX export happens
 before timing.
@@ -61,6 +62,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None, help="generator.pt to time")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    parser.add_argument("--detector", default="auto", help="auto, dlib or haar")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -72,7 +74,7 @@ def main() -> None:
         table.add_column(column, justify="right")
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or stand_in_generator(Path(tmp))
-        detector = make_detector("haar")
+        detector = make_detector(args.detector)
         for runtime in ("torch", "onnx"):
             runner = load_runner(model, runtime, onnx_dir=tmp, threads=args.threads)
             engine = Cartoonizer(runner, detector)
