@@ -134,7 +134,7 @@ class DlibDetector:
             cnn_path = model_file(cnn_file, CNN_FILE, "detector.options.cnn_file")
             self.finder = load_model("cnn", cnn_path)
         else:
-            self.finder = load_model("hog", Path("hog"))
+            self.finder = _load("hog", "")
 
     def detect(self, image: np.ndarray | Image.Image) -> list[Face]:
         """Faces in ``image``, largest first, each with 68 points and the named landmarks."""
