@@ -5,7 +5,7 @@ generator run by PyTorch and by ONNX Runtime. Without --model, a randomly initia
 U-Net at the release's size (unet_256, ngf 64) stands in: latency does not depend on weights.
 
     python benchmarks/cartoonize.py [--model generator.pt] [--repeats 5] [--threads N]
-        [--inversion] [--restyle-steps 1,5]
+        [--inversion] [--restyle-steps 1,5] [--detector auto|dlib|haar]
 
 With --inversion, also ``backend=inversion`` (Toonify by inversion, degree 0.5): a random
 ReStyle-e4e IR-SE50 encoder at the release's size (256 px, 16 styles) and a random StyleGAN3-T
@@ -91,6 +91,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
     parser.add_argument("--inversion", action="store_true", help="also time backend=inversion")
     parser.add_argument("--restyle-steps", default="1,5", help="ReStyle step counts to time")
+    parser.add_argument("--detector", default="auto", help="auto, dlib or haar")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -102,7 +103,7 @@ def main() -> None:
         table.add_column(column, justify="right")
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or stand_in_generator(Path(tmp))
-        detector = make_detector("haar")
+        detector = make_detector(args.detector)
         runners: dict[str, Any] = {
             runtime: load_runner(model, runtime, onnx_dir=tmp, threads=args.threads)
             for runtime in ("torch", "onnx")

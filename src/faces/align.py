@@ -2,12 +2,17 @@
 
 Two templates:
 
-- ``ffhq``: the FFHQ / StyleGAN recipe. From the eye centres and the mouth (the mean of the
-  mouth corners, or a point estimated from the face box when they are unknown): ``eye_to_eye``
-  and ``eye_to_mouth``; the crop is an oriented square centred at ``eye_avg + 0.1 *
-  eye_to_mouth`` whose half side is ``max(2 * |eye_to_eye|, 1.8 * |eye_to_mouth|)`` (so the eyes
-  end up about a quarter of the side apart), turned to the eye line; where it leaves the photo
-  the photo is mirrored (reflect padding).
+- ``ffhq``: the FFHQ / StyleGAN recipe, as NVlabs/ffhq-dataset's ``recreate_aligned_images``
+  does it. From the eye centres (with 68 points: the mean of each eye's six points) and the
+  mouth (the mean of the mouth corners 48 and 54, or a point estimated from the face box when a
+  detector has no mouth): ``eye_to_eye`` and ``eye_to_mouth``; the crop is an oriented square
+  centred at ``eye_avg + 0.1 * eye_to_mouth`` whose half side is ``max(2 * |eye_to_eye|, 1.8 *
+  |eye_to_mouth|)`` (so the eyes end up about a quarter of the side apart), turned by the eye
+  line and the eye-to-mouth line together. The pixels follow the script step by step
+  (``ffhq_resample``): shrink the photo by an integer factor while the square stays over twice
+  the output size, crop with a border, pad what the square leaves of the photo by reflection
+  blended into a blur and the median colour, sample the square at 4x the output size
+  (bilinear) and downsample (Lanczos).
 - ``photo2cartoon``: the head box enlarged 0.8 h upwards, 0.3 h downwards and 0.3 w on each
   side, squared around its centre, upright; outside the photo is white.
 
@@ -24,6 +29,8 @@ from typing import Literal, get_args
 
 import cv2
 import numpy as np
+import scipy.ndimage
+from PIL import Image
 
 from src.common.errors import UserError
 from src.faces.detect import Face
@@ -103,6 +110,95 @@ def ffhq_matrix(face: Face, size: int) -> np.ndarray:
     return _matrix(2 * x_axis / size, 2 * y_axis / size, top_left)
 
 
+def ffhq_quad(matrix: np.ndarray, size: int) -> np.ndarray:
+    """The crop square's corners in the photo (top-left, bottom-left, bottom-right, top-right).
+
+    The order of the FFHQ script's ``quad`` and of PIL's QUAD transform.
+    """
+    corners = np.array([[0.0, 0.0], [0.0, size], [size, size], [size, 0.0]])
+    return _apply(matrix, corners)
+
+
+def ffhq_resample(
+    image: np.ndarray,
+    quad: np.ndarray,
+    size: int,
+    *,
+    transform_size: int | None = None,
+    enable_padding: bool = True,
+) -> np.ndarray:
+    """The FFHQ script's crop of ``quad`` (pixel-area corners) from ``image``, ``size`` square.
+
+    Steps and constants as ``recreate_aligned_images``: integer shrink while the quad stays over
+    twice ``size``, a crop with a border of a tenth of the quad, reflect padding blurred (sigma
+    2 % of the quad) and pulled to the median colour towards the outside, the QUAD transform to
+    ``transform_size`` (default 4 x ``size``, bilinear) and a Lanczos downsample.
+    """
+    transform_size = transform_size or 4 * size
+    img = Image.fromarray(image)
+    # The script's landmarks are pixel indices (centres on integers): work in that convention.
+    quad = np.asarray(quad, dtype=np.float64) - 0.5
+    qsize = float(np.hypot(*(quad[3] - quad[0])))
+
+    shrink = int(np.floor(qsize / size * 0.5))
+    if shrink > 1:
+        shrunk = (round(img.size[0] / shrink), round(img.size[1] / shrink))
+        img = img.resize(shrunk, Image.Resampling.LANCZOS)
+        quad /= shrink
+        qsize /= shrink
+
+    border = max(round(qsize * 0.1), 3)
+    low, high = np.floor(quad.min(axis=0)).astype(int), np.ceil(quad.max(axis=0)).astype(int)
+    crop = (
+        max(low[0] - border, 0),
+        max(low[1] - border, 0),
+        min(high[0] + border, img.size[0]),
+        min(high[1] + border, img.size[1]),
+    )
+    if crop[2] - crop[0] < img.size[0] or crop[3] - crop[1] < img.size[1]:
+        img = img.crop(crop)
+        quad -= crop[:2]
+
+    low, high = np.floor(quad.min(axis=0)).astype(int), np.ceil(quad.max(axis=0)).astype(int)
+    pad = np.array(
+        [
+            max(-low[0] + border, 0),
+            max(-low[1] + border, 0),
+            max(high[0] - img.size[0] + border, 0),
+            max(high[1] - img.size[1] + border, 0),
+        ]
+    )
+    if enable_padding and pad.max() > border - 4:
+        pad = np.maximum(pad, round(qsize * 0.3))
+        pixels = np.pad(
+            np.float32(img), ((pad[1], pad[3]), (pad[0], pad[2]), (0, 0)), mode="reflect"
+        )
+        height, width = pixels.shape[:2]
+        rows, cols = np.ogrid[:height, :width]
+        cols, rows = np.float32(cols)[..., None], np.float32(rows)[..., None]
+        # 0 at the photo's edge, rising to 1 at the padded edge (negative inside the photo).
+        outside = np.maximum(
+            1.0 - np.minimum(cols / pad[0], (width - 1 - cols) / pad[2]),
+            1.0 - np.minimum(rows / pad[1], (height - 1 - rows) / pad[3]),
+        )
+        blur = qsize * 0.02
+        blurred = scipy.ndimage.gaussian_filter(pixels, [blur, blur, 0])
+        pixels += (blurred - pixels) * np.clip(outside * 3.0 + 1.0, 0.0, 1.0)
+        pixels += (np.median(pixels, axis=(0, 1)) - pixels) * np.clip(outside, 0.0, 1.0)
+        img = Image.fromarray(np.uint8(np.clip(np.rint(pixels), 0, 255)), "RGB")
+        quad += pad[:2]
+
+    img = img.transform(
+        (transform_size, transform_size),
+        Image.Transform.QUAD,
+        tuple((quad + 0.5).flatten()),
+        Image.Resampling.BILINEAR,
+    )
+    if size < transform_size:
+        img = img.resize((size, size), Image.Resampling.LANCZOS)
+    return np.asarray(img)
+
+
 def photo2cartoon_matrix(face: Face, size: int) -> np.ndarray:
     """The crop -> photo matrix of photo2cartoon's head crop for ``face`` (uses its box)."""
     x, y, w, h = face.box
@@ -123,16 +219,19 @@ def _matrix(x_step: np.ndarray, y_step: np.ndarray, origin: np.ndarray) -> np.nd
 def align_face(
     image: np.ndarray, face: Face, size: int, template: Template = "ffhq"
 ) -> AlignedFace:
-    """Cut ``face`` out of the RGB ``image`` (uint8 H x W x 3) as a ``size`` square."""
+    """Cut ``face`` out of the RGB ``image`` (uint8 H x W x 3) as a ``size`` square.
+
+    The ``ffhq`` pixels come from ``ffhq_resample`` (the FFHQ script's steps); its integer
+    shrink moves them by under half a shrunk pixel from ``matrix``, the exact geometry.
+    """
     if template == "ffhq":
         matrix = ffhq_matrix(face, size)
-        border, fill = cv2.BORDER_REFLECT_101, (0, 0, 0)
+        crop = ffhq_resample(image, ffhq_quad(matrix, size), size)
     elif template == "photo2cartoon":
         matrix = photo2cartoon_matrix(face, size)
-        border, fill = cv2.BORDER_CONSTANT, WHITE
+        crop = warp(image, matrix, (size, size), border=cv2.BORDER_CONSTANT, fill=WHITE)
     else:
         raise UserError(f"unknown template '{template}'; use one of {', '.join(TEMPLATES)}")
-    crop = warp(image, matrix, (size, size), border=border, fill=fill)
     return AlignedFace(image=crop, matrix=matrix, template=template, face=face)
 
 

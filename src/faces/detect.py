@@ -3,9 +3,11 @@
 A detector maps an RGB image to ``Face`` records: a box and, where the backend finds them, eye
 centres and mouth corners in pixels (x right, y down, the image spanning [0, width] x
 [0, height], so the centre of pixel (col, row) is (col + 0.5, row + 0.5): the toy faces'
-convention). The default backend uses OpenCV's bundled Haar cascades and needs no download;
-a backend that needs a model file (MTCNN, dlib's 68 points, ...) is registered with
-``register_detector`` and raises ``UserError`` naming the missing file and the key to set.
+convention). Two backends ship: ``dlib`` (HOG or CNN face detector and 68 landmarks, from the
+``dlib-bin`` and ``face-recognition-models`` packages) and ``haar`` (OpenCV's bundled cascades:
+boxes and eye centres only). ``auto``, the default, is the first of ``AUTO_ORDER`` whose packages
+are installed. Other backends are registered with ``register_detector``; one that needs a model
+file raises ``UserError`` naming the missing file and the key to set.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ class Face:
     box: tuple[float, float, float, float]
     landmarks: dict[str, Point] = field(default_factory=dict)
     score: float = 1.0
+    # All the points of a landmark model (N x 2, same convention; dlib: the 68 iBUG points).
+    points: np.ndarray | None = None
 
     @property
     def size(self) -> float:
@@ -55,11 +59,21 @@ class FaceDetector(Protocol):
 
 DetectorFactory = Callable[..., FaceDetector]
 _REGISTRY: dict[str, DetectorFactory] = {}
+_AVAILABLE: dict[str, Callable[[], bool]] = {}
+AUTO = "auto"
+# The backends ``auto`` tries, best first.
+AUTO_ORDER = ("dlib", "haar")
 
 
-def register_detector(name: str, factory: DetectorFactory) -> None:
-    """Make ``factory(**options)`` available as ``make_detector(name, **options)``."""
+def register_detector(
+    name: str, factory: DetectorFactory, available: Callable[[], bool] | None = None
+) -> None:
+    """Make ``factory(**options)`` available as ``make_detector(name, **options)``.
+
+    ``available`` tells ``auto`` whether the backend's packages and model files are installed.
+    """
     _REGISTRY[name] = factory
+    _AVAILABLE[name] = available or (lambda: True)
 
 
 def detector_names() -> list[str]:
@@ -67,8 +81,21 @@ def detector_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def make_detector(name: str = "haar", **options: Any) -> FaceDetector:
-    """Build the registered backend ``name`` with its ``options``."""
+def auto_detector_name() -> str:
+    """The backend ``auto`` stands for: the first of ``AUTO_ORDER`` that is installed."""
+    for name in AUTO_ORDER:
+        if name in _REGISTRY and _AVAILABLE[name]():
+            return name
+    raise UserError(f"no face detector of {', '.join(AUTO_ORDER)} is installed; run make install")
+
+
+def make_detector(name: str = AUTO, **options: Any) -> FaceDetector:
+    """Build the registered backend ``name`` (``auto``: see ``AUTO_ORDER``) with its ``options``.
+
+    ``options`` go to the backend ``auto`` picks: give them with an explicit name.
+    """
+    if name == AUTO:
+        name = auto_detector_name()
     if name not in _REGISTRY:
         raise UserError(
             f"unknown face detector '{name}'; known: {', '.join(detector_names())} "

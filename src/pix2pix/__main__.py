@@ -67,6 +67,7 @@ def train(ctx: StageContext) -> list[str]:
 
     from src.common.generators import save_generator
     from src.common.training import make_trainer, resume_checkpoint
+    from src.faces.identity_dlib import identity_scorer
     from src.pix2pix.evaluate import evaluate_pairs, good_pairs
 
     p = ctx.params
@@ -109,6 +110,7 @@ def train(ctx: StageContext) -> list[str]:
             image_size,
             grid_path=ctx.out_dir / GROUND_TRUTH_GRID,
             grid_samples=int(p.grid_samples),
+            identity=identity_scorer(truth.get("identity", False)),
         )
         atomic_write_json(ctx.out_dir / GROUND_TRUTH_JSON, {"root": str(truth.root), **scores})
         print(

@@ -441,7 +441,7 @@ def cartoonizer_engines(settings: BotSettings) -> Callable[[str], PhotoEngine]:
         runner = load_runner(path, settings.runtime, onnx_dir=onnx_dir)
         engine = Cartoonizer(
             runner,
-            make_detector("haar"),
+            make_detector(),
             min_face=settings.min_face,
             max_faces=settings.max_faces,
         )

@@ -183,7 +183,7 @@ class Cartoonizer:
     ) -> None:
         photo2cartoon = runner.family in PHOTO2CARTOON_FAMILIES
         self.runner = runner
-        self.detector = detector if detector is not None else make_detector("haar")
+        self.detector = detector if detector is not None else make_detector()
         self.template = template or ("photo2cartoon" if photo2cartoon else "ffhq")
         self.white = photo2cartoon if white is None else bool(white)
         self.min_face = int(min_face)

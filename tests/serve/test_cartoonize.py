@@ -90,6 +90,12 @@ def test_batches_skip_unreadable_files_and_report_them(
     with Image.open(out / "two_faces_face1.png") as face:
         assert face.size == (256, 256)
     assert json.loads((out / "report.json").read_text())["mode"] == "both"
+    # The identity generator returns the aligned photo: dlib sees the same person in each.
+    assert report["identity"]["faces"] == 3 and report["identity"]["detection_rate"] == 1.0
+    distances = [
+        face["identity_distance"] for entry in report["photos"].values() for face in entry["faces"]
+    ]
+    assert distances == [0.0, 0.0, 0.0]
 
     before = (out / "astronaut_face0.png").stat().st_mtime_ns
     again = cartoonize_files(settings, out, resume=True)
