@@ -106,7 +106,6 @@ def initialise_from_release(module: Any, path: str) -> None:
 
 def train(ctx: StageContext) -> list[str]:
     """The stage function: train, then export the A->B generator and the final grid."""
-    import torch
     from hydra.utils import instantiate
     from PIL import Image
 
@@ -173,12 +172,16 @@ def train(ctx: StageContext) -> list[str]:
     save_image(Image.fromarray(grid.permute(1, 2, 0).numpy()), ctx.out_dir / GRID_FILE)
     outputs = [GENERATOR_FILE, GRID_FILE, "checkpoints/last.ckpt"]
     if ctx.params.get("onnx"):
-        from src.common.export import export_onnx, onnx_max_abs_diff
+        from src.common.export import describe, export_checked_onnx
 
-        example = torch.zeros(1, 3, image_size, image_size)
-        export_onnx(generator, example, ctx.out_dir / ONNX_FILE)
-        diff = onnx_max_abs_diff(generator, ctx.out_dir / ONNX_FILE, example)
-        print(f"{ctx.stage}: ONNX max |onnxruntime - torch| = {diff:.2e}")
+        # The export command's check: written only if ONNX Runtime matches PyTorch.
+        report = export_checked_onnx(
+            generator,
+            ctx.out_dir / ONNX_FILE,
+            image_size,
+            label=f"{ctx.stage}: {describe('photo2cartoon', options['generator'])}",
+        )
+        print(f"{ctx.stage}: {ONNX_FILE}: {report.summary()}")
         outputs.append(ONNX_FILE)
     return outputs
 
