@@ -56,7 +56,9 @@ def evaluate_pairs(
     output | target."""
     if not pairs:
         raise UserError("no pair to evaluate on; check the folder and its labels.csv")
-    dataset = PairedImageDataset(pairs, PairTransform(image_size, image_size, train=False))
+    dataset = PairedImageDataset(
+        pairs, PairTransform(image_size, image_size, train=False, interpolation="bicubic")
+    )
     loader = DataLoader(dataset, batch_size=batch_size)
     device = next(generator.parameters()).device
     was_training = generator.training
