@@ -49,7 +49,8 @@ def infer_generator_config(state: dict[str, torch.Tensor]) -> dict[str, Any]:
         return {**pix2pix_interop.infer_generator_config(state), "padding": "reflect"}
     blocks: dict[int, list[int]] = {}
     for key in state:
-        if match := RESIDUAL_BLOCK.fullmatch(key):
+        # Conv weights only (4-D): batch norm has 1-D weights at other indices.
+        if (match := RESIDUAL_BLOCK.fullmatch(key)) and state[key].dim() == 4:
             blocks.setdefault(int(match.group(1)), []).append(int(match.group(2)))
     stem = state.get("model.1.weight")
     if stem is None or not blocks:
