@@ -188,3 +188,9 @@ def test_release_size_exports_pass_and_match_pytorch(tmp_path: Path, family: str
     assert report.passed and report.onnx_error > 0
     assert report.onnx_vs_torch < 1e-3
     assert [p.name for p in tmp_path.iterdir()] == ["g.onnx"]
+
+
+def test_unet_misfits_name_the_unet(tmp_path: Path) -> None:
+    reference_unet_128(tmp_path / "latest_net_G.pth")
+    with pytest.raises(CheckpointMismatchError, match=r"U-Net generator unet_256 \(pix2pix / Cy"):
+        load_any_generator(tmp_path / "latest_net_G.pth", {"netG": "unet_256"})

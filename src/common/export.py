@@ -228,15 +228,20 @@ def _from_reference_net_g(
     state: dict[str, torch.Tensor], source: Path, options: dict[str, Any]
 ) -> LoadedGenerator:
     from src.cyclegan import interop as cyclegan_interop
+    from src.pix2pix import interop as pix2pix_interop
 
     config = cyclegan_interop.infer_generator_config(state)
     config.update({k: v for k, v in options.items() if v is not None})
-    family = "cyclegan" if str(config["netG"]).startswith("resnet") else "pix2pix"
-    if family == "pix2pix":
-        config.pop("padding", None)
-    module = resolve_builder(family)(config)
-    module.load_state_dict(cyclegan_interop.from_reference(module, state, str(source)))
-    return _loaded(module, family, config, None)
+    if str(config["netG"]).startswith("resnet"):
+        module = resolve_builder("cyclegan")(config)
+        module.load_state_dict(cyclegan_interop.from_reference(module, state, str(source)))
+        return _loaded(module, "cyclegan", config, None)
+    # pix2pix and CycleGAN U-Nets share the reference layout; pix2pix's family builds them.
+    config.pop("padding", None)
+    module = resolve_builder("pix2pix")(config)
+    label = f"U-Net generator {config['netG']} (pix2pix / CycleGAN layout)"
+    module.load_state_dict(pix2pix_interop.from_reference(module, state, str(source), label))
+    return _loaded(module, "pix2pix", config, None)
 
 
 def _from_ugatit_release(payload: dict[str, Any], source: Path, direction: str) -> LoadedGenerator:

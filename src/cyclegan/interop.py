@@ -106,7 +106,7 @@ def from_reference(
 ) -> dict[str, torch.Tensor]:
     """Our state dict for ``generator`` from a reference-layout one (every key, every shape)."""
     if isinstance(generator, UnetGenerator):
-        return pix2pix_interop.from_reference(generator, state, source)
+        return pix2pix_interop.from_reference(generator, state, source, UNET_FAMILY)
     mapping = key_mapping(generator)
     ours = generator.state_dict()
     state = pix2pix_interop._strip_wrappers(dict(state))

@@ -148,9 +148,13 @@ def infer_generator_config(state: dict[str, torch.Tensor]) -> dict[str, object]:
 
 
 def from_reference(
-    generator: UnetGenerator, state: dict[str, torch.Tensor], source: str = "state dict"
+    generator: UnetGenerator,
+    state: dict[str, torch.Tensor],
+    source: str = "state dict",
+    family: str = "pix2pix U-Net",
 ) -> dict[str, torch.Tensor]:
-    """Our state dict for ``generator`` from a release-layout one (every key, every shape)."""
+    """Our state dict for ``generator`` from a release-layout one (every key, every shape);
+    ``family`` names the generator in errors."""
     mapping = key_mapping(generator)
     ours = generator.state_dict()
     state = _strip_wrappers(dict(state))
@@ -161,7 +165,7 @@ def from_reference(
         if reference_key.endswith(OPTIONAL_SUFFIX) and reference_key not in state:
             state[reference_key] = torch.zeros_like(ours[key])
     expected = {mapping[key]: value for key, value in ours.items()}
-    _check_fit(state, expected, source)
+    _check_fit(state, expected, source, family)
     return {key: state[reference_key] for key, reference_key in mapping.items()}
 
 
