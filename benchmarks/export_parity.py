@@ -93,7 +93,7 @@ def main() -> None:
             "pass" if report.passed else "FAIL",
             f"{seconds:.1f}",
         )
-    Console().print(table)
+    Console(width=160).print(table)
 
 
 if __name__ == "__main__":
