@@ -5,7 +5,7 @@ training-mode batches, so eval mode is not trivial) is exported at 256 px and ru
 Runtime. Columns: the old check (max abs diff ONNX Runtime vs float32 PyTorch on two uniform
 random images, against the fixed 1e-4 limit), then the new one on toy-face photos and noise:
 ONNX Runtime's and float32 PyTorch's max abs error against a float64 PyTorch forward, the limit
-(10x PyTorch's own) and the verdict. Export time is in seconds.
+(FACTOR x PyTorch's own, at least FLOOR) and the verdict. Export time is in seconds.
 
     python benchmarks/export_parity.py [--size 256] [--families unet_256 ugatit photo2cartoon ...]
 """

@@ -14,7 +14,7 @@ only then moved into place: a failed export leaves nothing behind.
 The check compares ONNX Runtime and float32 PyTorch with a float64 PyTorch forward on toy-face
 photos and noise. ONNX Runtime's float32 kernels reduce less exactly than PyTorch's, so a fixed
 absolute limit fails sound graphs of large generators; a graph fails when ONNX Runtime's error is
-more than ``factor`` times PyTorch's own (or above ``floor`` when PyTorch is exact). StyleGAN
+more than ``factor`` times PyTorch's own and above ``floor``. StyleGAN
 generators (latents in, images out) are not exported by this command.
 """
 
@@ -49,9 +49,13 @@ FORMATS = ("onnx", "torchscript")
 # The reference releases train at 256 px; the size of a file that does not fix it otherwise.
 RELEASE_SIZE = 256
 # A graph fails the check when ONNX Runtime is more than FACTOR times further from float64 than
-# float32 PyTorch is, or further than FLOOR where PyTorch is (nearly) exact.
-FACTOR = 10.0
-FLOOR = 1e-5
+# float32 PyTorch is and further than FLOOR. At 256 px ONNX Runtime's float32 error is 0.6x to
+# 7.5x PyTorch's (benchmarks/export_parity.py): its long reductions (layer norm over a whole
+# feature map) sum less exactly, and more so on bigger images. FLOOR, 1/78 of an 8-bit step in
+# [-1, 1], is invisible in served images and keeps nearly exact networks from failing on noise.
+# A wrong graph (an op, a padding, a norm) is off by 1e-3 to 1.
+FACTOR = 20.0
+FLOOR = 1e-4
 CHECK_IMAGES = 3
 # Toy faces render at up to this side; larger checks resize them.
 TOY_FACE_MAX = 256
