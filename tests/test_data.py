@@ -413,3 +413,52 @@ def test_bad_data_is_a_user_error_naming_the_key(tmp_path: Path) -> None:
     val_b.write_bytes(b"")
     with pytest.raises(UserError, match="val_fraction"):
         PairedDataModule(root=str(root), load_size=32, crop_size=32).setup()
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 127.5 - 1
+
+
+@pytest.mark.parametrize(
+    ("interpolation", "resample"),
+    [("bicubic", Image.Resampling.BICUBIC), ("bilinear", Image.Resampling.BILINEAR)],
+)
+def test_resizes_are_pils_filters(interpolation: str, resample: Image.Resampling) -> None:
+    image = noise(50, 30, seed=7)
+    # Validation: the whole image resized (the reference's test path), exactly PIL's filter.
+    val = SingleTransform(32, 32, train=False, interpolation=interpolation)(image)
+    assert torch.allclose(val, to_tensor(image.resize((32, 32), resample)), atol=1e-6)
+    # Training: a crop of PIL's resize to load_size, the same crop for both images of a pair.
+    resized = to_tensor(image.resize((40, 40), resample))
+    transform = PairTransform(40, 32, flip=False, interpolation=interpolation)
+    torch.manual_seed(0)
+    crop_a, crop_b = transform(image, inverted(image))
+    matches = [
+        (top, left)
+        for top in range(9)
+        for left in range(9)
+        if torch.allclose(crop_a, resized[:, top : top + 32, left : left + 32], atol=1e-6)
+    ]
+    assert len(matches) == 1
+    assert_inverse(crop_a, crop_b)
+    with pytest.raises(UserError, match="interpolation"):
+        SingleTransform(32, 32, interpolation="lanczos")
+
+
+def test_paired_validation_resizes_whole_images_bicubic(tmp_path: Path) -> None:
+    root = make_paired_root(tmp_path, 10, size=48)
+    module = PairedDataModule(
+        root=str(root),
+        load_size=40,
+        crop_size=32,
+        val_fraction=0.2,
+        num_workers=0,
+        interpolation="bicubic",
+    )
+    module.setup()
+    item = module.val_set[0]
+    source = Image.open(root / "A" / f"{item['name']}.png")
+    whole = to_tensor(source.resize((32, 32), Image.Resampling.BICUBIC))
+    assert torch.allclose(item["A"], whole, atol=1e-6)
+    with pytest.raises(UserError, match="interpolation"):
+        PairedDataModule(root=str(root), interpolation="nearest")

@@ -45,18 +45,36 @@ _EXAMPLES_SHOWN = 3
 T = TypeVar("T")
 
 
-def _image_transform(load_size: int, crop_size: int, *, flip: bool, train: bool) -> v2.Compose:
-    """Square resize, random (train) or center crop, optional flip, then floats in [-1, 1]."""
+# Resize filters: the pix2pix / CycleGAN reference resizes bicubic (base_dataset.get_transform),
+# U-GAT-IT and photo2cartoon bilinear (torchvision's Resize default).
+INTERPOLATIONS = {
+    "bicubic": v2.InterpolationMode.BICUBIC,
+    "bilinear": v2.InterpolationMode.BILINEAR,
+}
+
+
+def _image_transform(
+    load_size: int, crop_size: int, *, flip: bool, train: bool, interpolation: str = "bilinear"
+) -> v2.Compose:
+    """Square resize, random (train) or center crop, optional flip, then floats in [-1, 1].
+
+    Resizing, cropping and flipping act on the PIL images, so the resize is PIL's filter as in
+    the reference projects, not torch's approximation of it.
+    """
     if not 0 < crop_size <= load_size:
         raise ValueError(f"need 0 < crop_size <= load_size, got {crop_size} and {load_size}")
+    if interpolation not in INTERPOLATIONS:
+        raise UserError(
+            f"interpolation: unknown '{interpolation}'; use one of {', '.join(INTERPOLATIONS)}"
+        )
     steps: list[Any] = [
-        v2.ToImage(),
-        v2.Resize((load_size, load_size), antialias=True),
+        v2.Resize((load_size, load_size), INTERPOLATIONS[interpolation], antialias=True),
         v2.RandomCrop(crop_size) if train else v2.CenterCrop(crop_size),
     ]
     if flip and train:
         steps.append(v2.RandomHorizontalFlip(p=0.5))
     steps += [
+        v2.ToImage(),
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5]),
         v2.ToPureTensor(),
@@ -72,9 +90,17 @@ class PairTransform:
     """
 
     def __init__(
-        self, load_size: int, crop_size: int, *, flip: bool = True, train: bool = True
+        self,
+        load_size: int,
+        crop_size: int,
+        *,
+        flip: bool = True,
+        train: bool = True,
+        interpolation: str = "bilinear",
     ) -> None:
-        self.transform = _image_transform(load_size, crop_size, flip=flip, train=train)
+        self.transform = _image_transform(
+            load_size, crop_size, flip=flip, train=train, interpolation=interpolation
+        )
 
     def __call__(
         self, image_a: Image.Image, image_b: Image.Image
@@ -87,9 +113,17 @@ class SingleTransform:
     """``PairTransform`` for a single image."""
 
     def __init__(
-        self, load_size: int, crop_size: int, *, flip: bool = True, train: bool = True
+        self,
+        load_size: int,
+        crop_size: int,
+        *,
+        flip: bool = True,
+        train: bool = True,
+        interpolation: str = "bilinear",
     ) -> None:
-        self.transform = _image_transform(load_size, crop_size, flip=flip, train=train)
+        self.transform = _image_transform(
+            load_size, crop_size, flip=flip, train=train, interpolation=interpolation
+        )
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         return self.transform(image)
@@ -386,8 +420,13 @@ class _ImageDataModule(L.LightningDataModule):
         validate: bool,
         max_pixels: int,
         seed: int,
+        interpolation: str,
     ) -> None:
         super().__init__()
+        if interpolation not in INTERPOLATIONS:
+            raise UserError(
+                f"interpolation: unknown '{interpolation}'; use one of {', '.join(INTERPOLATIONS)}"
+            )
         if load_size < 1:
             raise UserError(f"load_size must be a positive number of pixels, got {load_size}")
         if not 0 < crop_size <= load_size:
@@ -412,6 +451,7 @@ class _ImageDataModule(L.LightningDataModule):
         self.validate = validate
         self.max_pixels = max_pixels
         self.seed = seed
+        self.interpolation = interpolation
         self.scan_report: ImageLoadReport | None = None
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
@@ -477,6 +517,7 @@ class PairedDataModule(_ImageDataModule):
         validate: bool = True,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         seed: int = 0,
+        interpolation: str = "bilinear",
     ) -> None:
         super().__init__(
             load_size=load_size,
@@ -488,6 +529,7 @@ class PairedDataModule(_ImageDataModule):
             validate=validate,
             max_pixels=max_pixels,
             seed=seed,
+            interpolation=interpolation,
         )
         if (root is None) == (manifest is None):
             raise UserError("set exactly one of root (a folder with A/ and B/) and manifest (CSV)")
@@ -522,13 +564,23 @@ class PairedDataModule(_ImageDataModule):
             )
         self.train_set = PairedImageDataset(
             train_pairs,
-            PairTransform(self.load_size, self.crop_size, flip=self.flip, train=True),
+            PairTransform(
+                self.load_size,
+                self.crop_size,
+                flip=self.flip,
+                train=True,
+                interpolation=self.interpolation,
+            ),
             self.max_pixels,
         )
         if val_pairs:
+            # Whole images resized to crop_size, no crop: the reference's test options set
+            # load_size = crop_size.
             self.val_set = PairedImageDataset(
                 val_pairs,
-                PairTransform(self.load_size, self.crop_size, train=False),
+                PairTransform(
+                    self.crop_size, self.crop_size, train=False, interpolation=self.interpolation
+                ),
                 self.max_pixels,
             )
 
@@ -554,6 +606,7 @@ class UnpairedDataModule(_ImageDataModule):
         validate: bool = True,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         seed: int = 0,
+        interpolation: str = "bilinear",
     ) -> None:
         super().__init__(
             load_size=load_size,
@@ -565,6 +618,7 @@ class UnpairedDataModule(_ImageDataModule):
             validate=validate,
             max_pixels=max_pixels,
             seed=seed,
+            interpolation=interpolation,
         )
         self.root = Path(root)
 
@@ -602,7 +656,13 @@ class UnpairedDataModule(_ImageDataModule):
         self.train_set = UnpairedImageDataset(
             train_a,
             train_b,
-            SingleTransform(self.load_size, self.crop_size, flip=self.flip, train=True),
+            SingleTransform(
+                self.load_size,
+                self.crop_size,
+                flip=self.flip,
+                train=True,
+                interpolation=self.interpolation,
+            ),
             max_pixels=self.max_pixels,
         )
         if val_a:
@@ -610,7 +670,9 @@ class UnpairedDataModule(_ImageDataModule):
                 val_a,
                 val_b,
                 # Whole images resized to crop_size (U-GAT-IT's test transform), not cropped.
-                SingleTransform(self.crop_size, self.crop_size, train=False),
+                SingleTransform(
+                    self.crop_size, self.crop_size, train=False, interpolation=self.interpolation
+                ),
                 seed=self.seed,
                 max_pixels=self.max_pixels,
             )

@@ -8,7 +8,8 @@ Each step: the generators' step on GAN loss (LSGAN by default) + cycle L1 (lambd
 lambda_B = 10) + identity L1 (lambda_identity * lambda = 0.5 * 10) with the discriminators
 frozen, then both discriminators on real images and on fakes drawn from an image pool of 50,
 their losses halved. Adam (2e-4, betas 0.5/0.999), lr constant for ``n_epochs`` then linearly
-to zero over ``n_epochs_decay``. The GAN loss, the schedule, the networks' init and the grid
+to zero over ``n_epochs_decay`` (set at the start of each epoch, as the reference's ``train.py``
+does). The GAN loss, the schedule, the networks' init and the grid
 layout are pix2pix's; validation logs A -> B -> A and B -> A -> B grids (TensorBoard and PNG).
 """
 
@@ -25,7 +26,13 @@ from src.common.errors import UserError
 from src.common.visual import log_image_grid
 from src.cyclegan.networks import build_discriminator, build_generator
 from src.cyclegan.pool import ImagePool
-from src.pix2pix.model import GAN_MODES, gan_loss, linear_decay, triplet_rows
+from src.pix2pix.model import (
+    GAN_MODES,
+    gan_loss,
+    linear_decay,
+    step_schedulers_for_epoch,
+    triplet_rows,
+)
 from src.pix2pix.networks import init_weights
 
 GRID_TAGS = {"A": "val/A_to_B_to_A", "B": "val/B_to_A_to_B"}
@@ -154,9 +161,9 @@ class CycleGANModule(L.LightningModule):
             batch_size=real_a.shape[0],
         )
 
-    def on_train_epoch_end(self) -> None:
-        for scheduler in self.lr_schedulers():
-            scheduler.step()
+    def on_train_epoch_start(self) -> None:
+        """The epoch's learning rate, set before its first step (the reference's order)."""
+        step_schedulers_for_epoch(self)
         self.log("train/lr", self.optimizers()[0].param_groups[0]["lr"])
 
     def cycles(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -11,6 +11,7 @@ See ``configs/photo2cartoon/default.yaml`` for every option.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ MODEL_KINDS = ("ugatit", "photo2cartoon")
 
 def module_options(params: DictConfig) -> dict[str, Any]:
     """Keyword arguments of :class:`Photo2CartoonTraining` from the stage's config node."""
-    from src.photo2cartoon.training import DEFAULT_CYCLE_WEIGHT, DEFAULT_NGF
+    from src.photo2cartoon.training import DEFAULT_NGF, release_weights
 
     p = OmegaConf.to_container(params, resolve=True)
     assert isinstance(p, dict)
@@ -53,7 +54,18 @@ def module_options(params: DictConfig) -> dict[str, Any]:
     if iterations < 1:
         raise UserError(f"photo2cartoon.iterations must be at least 1, got {iterations}")
     ngf = int(p["ngf"] or DEFAULT_NGF[kind])
-    cycle = p["cycle_weight"]
+    weights = release_weights(
+        kind,
+        **{name: p[f"{name}_weight"] for name in ("adv", "cycle", "identity", "cam", "faceid")},
+    )
+    faceid_weights = p.get("faceid_weights") or None
+    if p.get("require_faceid") and weights.faceid > 0 and not faceid_weights:
+        raise UserError(
+            "photo2cartoon.faceid_weights: this run uses the face-ID loss (weight "
+            f"{weights.faceid:g}), which needs MobileFaceNet weights; set "
+            "photo2cartoon.faceid_weights=<model_mobilefacenet.pth>, or "
+            "photo2cartoon.faceid_weight=0 to train without it"
+        )
     return {
         "generator": {
             "kind": kind,
@@ -70,14 +82,8 @@ def module_options(params: DictConfig) -> dict[str, Any]:
         "weight_decay": float(p["weight_decay"]),
         "iterations": iterations,
         "decay": bool(p["decay"]),
-        "weights": {
-            "adv": float(p["adv_weight"]),
-            "cycle": float(DEFAULT_CYCLE_WEIGHT[kind] if cycle is None else cycle),
-            "identity": float(p["identity_weight"]),
-            "cam": float(p["cam_weight"]),
-            "faceid": float(p["faceid_weight"]),
-        },
-        "faceid_weights": p.get("faceid_weights") or None,
+        "weights": asdict(weights),
+        "faceid_weights": faceid_weights,
         "sample_every": int(p["sample_every"]),
         "sample_count": int(p["sample_count"]),
         "metrics": tuple(p.get("metrics") or ()),
@@ -106,7 +112,6 @@ def initialise_from_release(module: Any, path: str) -> None:
 
 def train(ctx: StageContext) -> list[str]:
     """The stage function: train, then export the A->B generator and the final grid."""
-    import torch
     from hydra.utils import instantiate
     from PIL import Image
 
@@ -173,12 +178,16 @@ def train(ctx: StageContext) -> list[str]:
     save_image(Image.fromarray(grid.permute(1, 2, 0).numpy()), ctx.out_dir / GRID_FILE)
     outputs = [GENERATOR_FILE, GRID_FILE, "checkpoints/last.ckpt"]
     if ctx.params.get("onnx"):
-        from src.common.export import export_onnx, onnx_max_abs_diff
+        from src.common.export import describe, export_checked_onnx
 
-        example = torch.zeros(1, 3, image_size, image_size)
-        export_onnx(generator, example, ctx.out_dir / ONNX_FILE)
-        diff = onnx_max_abs_diff(generator, ctx.out_dir / ONNX_FILE, example)
-        print(f"{ctx.stage}: ONNX max |onnxruntime - torch| = {diff:.2e}")
+        # The export command's check: written only if ONNX Runtime matches PyTorch.
+        report = export_checked_onnx(
+            generator,
+            ctx.out_dir / ONNX_FILE,
+            image_size,
+            label=f"{ctx.stage}: {describe('photo2cartoon', options['generator'])}",
+        )
+        print(f"{ctx.stage}: {ONNX_FILE}: {report.summary()}")
         outputs.append(ONNX_FILE)
     return outputs
 

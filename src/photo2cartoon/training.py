@@ -3,7 +3,8 @@
 Each iteration updates the four critics (global and local, for A and B) on real images and
 detached translations, then both generators on LSGAN, cycle, identity, CAM and (optionally)
 face-ID losses, and clips every ``rho`` and ``w`` into [0, 1]. Learning rates stay constant for
-the first half of ``iterations`` and fall linearly to 0 over the second half.
+the first half of ``iterations`` and fall linearly to 0 over the second half, step by step as
+the releases do (:func:`release_lr_factor`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import itertools
 import os
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import lightning as L
@@ -25,35 +26,57 @@ from src.common.faceid import FaceIdLoss
 from src.common.visual import log_image_grid
 from src.photo2cartoon.networks import Discriminator, Generator, clip_rho_and_w
 
-# Reference defaults by model kind: generator width and cycle weight.
+# Reference default generator width by model kind.
 DEFAULT_NGF = {"ugatit": 64, "photo2cartoon": 32}
-DEFAULT_CYCLE_WEIGHT = {"ugatit": 10.0, "photo2cartoon": 50.0}
 CRITICS = ("dis_ga", "dis_la", "dis_gb", "dis_lb")
 
 
-@dataclass
+@dataclass(frozen=True)
 class LossWeights:
-    """Weights of the generator's loss terms (the critics' loss is weighted by ``adv``)."""
+    """Weights of the generator's loss terms (the critics' loss is weighted by ``adv``).
+
+    The defaults are photo2cartoon's release (its ``train.py``: adv 1, cycle 50, identity 10,
+    cam 1000, faceid 1); :data:`RELEASE_WEIGHTS` has U-GAT-IT's beside them.
+    """
 
     adv: float = 1.0
-    cycle: float = 10.0
+    cycle: float = 50.0
     identity: float = 10.0
     cam: float = 1000.0
     faceid: float = 1.0
 
 
-def half_then_linear(iterations: int, decay: bool = True) -> Callable[[int], float]:
-    """LR factor: 1 for the first half of ``iterations``, then linearly down to 0 at the end.
+# The published recipes, the one source of every default weight. U-GAT-IT (its main.py): cycle
+# 10 and no face-ID loss; photo2cartoon: LossWeights' defaults.
+RELEASE_WEIGHTS = {
+    "photo2cartoon": LossWeights(),
+    "ugatit": LossWeights(cycle=10.0, faceid=0.0),
+}
 
-    A plain function rather than a callable object: LambdaLR stores a callable object's
-    attributes in checkpoints, which would pin a resumed run to the old ``iterations``.
+
+def release_weights(kind: str, **overrides: float | None) -> LossWeights:
+    """The release's weights for model ``kind``, with every non-None override applied."""
+    chosen = {name: float(value) for name, value in overrides.items() if value is not None}
+    return replace(RELEASE_WEIGHTS[kind], **chosen)
+
+
+def release_lr_factor(iterations: int, decay: bool = True) -> Callable[[int], float]:
+    """LR factor of iteration ``done`` (0-based), as the U-GAT-IT / photo2cartoon releases set it.
+
+    The releases count steps from 1 and, at the start of every step past ``iterations // 2``,
+    lower the lr by ``lr / (iterations // 2)``: step ``s`` runs at
+    ``1 - max(0, s - half) / half``, the first decayed step at ``1 - 1 / half`` and the last
+    (for an even count) at 0. Clamped at 0: with an odd count the releases' last step would run
+    at ``-lr / half``. A plain function rather than a callable object: LambdaLR stores a callable
+    object's attributes in checkpoints, which would pin a resumed run to the old ``iterations``.
     """
     half = iterations // 2
 
     def factor(done: int) -> float:
-        if not decay or done < half:
+        if not decay:
             return 1.0
-        return max(0.0, (iterations - done) / max(1, iterations - half))
+        step = done + 1
+        return max(0.0, 1.0 - max(0, step - half) / max(1, half))
 
     return factor
 
@@ -122,7 +145,9 @@ class Photo2CartoonTraining(L.LightningModule):
         self.dis_gb = Discriminator(3, ndf, global_layers)
         self.dis_la = Discriminator(3, ndf, local_layers)
         self.dis_lb = Discriminator(3, ndf, local_layers)
-        self.weights = LossWeights(**(weights or {}))
+        self.weights = release_weights(
+            str(generator.get("kind", "photo2cartoon")), **(weights or {})
+        )
         self.faceid: FaceIdLoss | None = None
         if self.weights.faceid > 0:
             if faceid_weights:
@@ -170,7 +195,7 @@ class Photo2CartoonTraining(L.LightningModule):
         options = {"lr": hp.lr, "betas": tuple(hp.betas), "weight_decay": hp.weight_decay}
         opt_g = torch.optim.Adam(generators, **options)
         opt_d = torch.optim.Adam(critics, **options)
-        decay = half_then_linear(hp.iterations, hp.decay)
+        decay = release_lr_factor(hp.iterations, hp.decay)
         schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, decay) for opt in (opt_g, opt_d)]
         return [opt_g, opt_d], [{"scheduler": s, "interval": "step"} for s in schedulers]
 

@@ -63,7 +63,9 @@ def evaluate_pairs(
     output | target; with ``identity`` the identity keys of ``IdentityScores.summary``."""
     if not pairs:
         raise UserError("no pair to evaluate on; check the folder and its labels.csv")
-    dataset = PairedImageDataset(pairs, PairTransform(image_size, image_size, train=False))
+    dataset = PairedImageDataset(
+        pairs, PairTransform(image_size, image_size, train=False, interpolation="bicubic")
+    )
     loader = DataLoader(dataset, batch_size=batch_size)
     device = next(generator.parameters()).device
     was_training = generator.training

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from src.common.checkpoint import CheckpointMismatchError, load_checkpoint, save_checkpoint
+from src.common.errors import UserError
 from src.pix2pix.networks import UnetGenerator
 
 # Index of each layer in a release block's Sequential, by block kind and our layer name.
@@ -38,7 +39,7 @@ STALE_SUFFIXES = (".running_mean", ".running_var", ".num_batches_tracked")
 MAX_LISTED = 5
 
 
-def _block_prefix(level: int) -> str:
+def block_prefix(level: int) -> str:
     """Where the release keeps the ``Sequential`` of the block at ``level`` (0 = outermost)."""
     if level == 0:
         return "model.model."
@@ -57,7 +58,7 @@ def key_mapping(generator: UnetGenerator) -> dict[str, str]:
         side, level_text, layer, tensor_name = key.split(".", 3)
         level = int(level_text)
         index = _layer_index(level, generator.num_downs, f"{side}.{layer}")
-        mapping[key] = f"{_block_prefix(level)}{index}.{tensor_name}"
+        mapping[key] = f"{block_prefix(level)}{index}.{tensor_name}"
     return mapping
 
 
@@ -70,8 +71,14 @@ def _check_fit(
     state: dict[str, torch.Tensor],
     expected: dict[str, torch.Tensor],
     source: str,
+    family: str = "pix2pix U-Net",
+    options: str = "netG, ngf, norm and use_dropout",
 ) -> None:
-    """Raise one error naming every missing key, unexpected key and shape that differs."""
+    """Raise one error naming every missing key, unexpected key and shape that differs.
+
+    ``family`` names the generator the file was expected to hold, ``options`` the settings
+    that decide its layout.
+    """
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     shapes = [
@@ -88,8 +95,8 @@ def _check_fit(
         problems.append(f"{len(shapes)} shape mismatches: {_listed(shapes)}")
     if problems:
         raise CheckpointMismatchError(
-            f"{source} does not fit the configured pix2pix U-Net: {'; '.join(problems)}; "
-            "check netG, ngf, norm and use_dropout against the options it was trained with"
+            f"{source} does not fit the configured {family}: {'; '.join(problems)}; "
+            f"check {options} against the options it was trained with"
         )
 
 
@@ -100,10 +107,54 @@ def _strip_wrappers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return state
 
 
+def strip_wrappers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` without the prefixes DataParallel, DDP or torch.compile put on every key."""
+    return _strip_wrappers(dict(state))
+
+
+def infer_generator_config(state: dict[str, torch.Tensor]) -> dict[str, object]:
+    """The U-Net settings a release-layout state dict was saved with, read off its keys.
+
+    Depth (``netG``) from the deepest nested block, ``ngf`` and the channel counts from the
+    outermost convs, ``norm`` from the layers the release adds per norm (batch: running stats;
+    instance: conv biases and no norm tensors; none: neither). Dropout holds no tensors, so
+    ``use_dropout`` keeps the release default (it does nothing in eval mode).
+    """
+    state = _strip_wrappers(dict(state))
+    outer_down = state.get("model.model.0.weight")
+    outer_up = state.get("model.model.3.weight")
+    if outer_down is None or outer_up is None:
+        raise UserError(
+            "not a pix2pix U-Net state dict (no model.model.0.weight / model.model.3.weight)"
+        )
+    depth = 1
+    while any(key.startswith(block_prefix(depth)) for key in state):
+        depth += 1
+    # Instance-norm files saved before PyTorch 0.4 carry running stats too: biases decide.
+    if f"{block_prefix(1)}1.bias" in state:
+        norm = "instance"
+    elif any(key.endswith(".running_mean") for key in state):
+        norm = "batch"
+    else:
+        norm = "none"
+    return {
+        "netG": f"unet_{2**depth}",
+        "input_nc": int(outer_down.shape[1]),
+        "output_nc": int(outer_up.shape[1]),
+        "ngf": int(outer_down.shape[0]),
+        "norm": norm,
+        "use_dropout": True,
+    }
+
+
 def from_reference(
-    generator: UnetGenerator, state: dict[str, torch.Tensor], source: str = "state dict"
+    generator: UnetGenerator,
+    state: dict[str, torch.Tensor],
+    source: str = "state dict",
+    family: str = "pix2pix U-Net",
 ) -> dict[str, torch.Tensor]:
-    """Our state dict for ``generator`` from a release-layout one (every key, every shape)."""
+    """Our state dict for ``generator`` from a release-layout one (every key, every shape);
+    ``family`` names the generator in errors."""
     mapping = key_mapping(generator)
     ours = generator.state_dict()
     state = _strip_wrappers(dict(state))
@@ -114,7 +165,7 @@ def from_reference(
         if reference_key.endswith(OPTIONAL_SUFFIX) and reference_key not in state:
             state[reference_key] = torch.zeros_like(ours[key])
     expected = {mapping[key]: value for key, value in ours.items()}
-    _check_fit(state, expected, source)
+    _check_fit(state, expected, source, family)
     return {key: state[reference_key] for key, reference_key in mapping.items()}
 
 

@@ -3,12 +3,14 @@
 Follows the paper: the discriminator sees (A, B) pairs concatenated on channels; its loss is
 halved; the generator minimises the GAN loss plus ``lambda_l1`` times the L1 distance to the
 target. Adam (lr 2e-4, betas 0.5/0.999) for both, lr constant for ``n_epochs`` and then
-linearly down to zero over ``n_epochs_decay``. Validation reports L1, PSNR and SSIM and logs
+linearly down to zero over ``n_epochs_decay``, set at the start of each epoch as the
+reference's ``train.py`` does. Validation reports L1, PSNR and SSIM and logs
 a grid input | output | target to TensorBoard and as a PNG.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +45,33 @@ def gan_loss(logits: torch.Tensor, target_is_real: bool, mode: str, *, for_d: bo
 
 
 def linear_decay(n_epochs: int, n_epochs_decay: int) -> Any:
-    """lr factor for 0-based epoch ``e``: 1 for ``n_epochs``, then down by 1/(decay+1) a step."""
+    """The reference's ``linear`` lr rule (``networks.get_scheduler``, ``epoch_count`` 1).
+
+    ``factor(k) = 1 - max(0, k + 1 - n_epochs) / (n_epochs_decay + 1)``, where ``k`` is how
+    often the scheduler has stepped. The reference's ``train.py`` steps it at the start of
+    every epoch, so 1-based epoch ``k`` trains at ``factor(k)``: 1 up to epoch
+    ``n_epochs - 1``, then down by ``1 / (n_epochs_decay + 1)`` an epoch to 0 in the last one.
+    """
 
     def factor(epoch: int) -> float:
         return 1.0 - max(0, epoch + 1 - n_epochs) / float(n_epochs_decay + 1)
 
     return factor
+
+
+def step_schedulers_for_epoch(module: L.LightningModule) -> None:
+    """Set every lr scheduler of ``module`` to the epoch about to start, as the reference does.
+
+    The reference calls ``update_learning_rate()`` at the start of each epoch, so 0-based epoch
+    ``e`` runs with the scheduler stepped ``e + 1`` times. Setting the count rather than
+    stepping once more keeps it right when Lightning restarts an epoch on resume.
+    """
+    with warnings.catch_warnings():
+        # The first epoch's step comes before any optimizer step, by design.
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+        for scheduler in module.lr_schedulers():
+            scheduler.last_epoch = module.current_epoch
+            scheduler.step()
 
 
 def to_unit(images: torch.Tensor) -> torch.Tensor:
@@ -155,9 +178,9 @@ class Pix2PixModule(L.LightningModule):
             batch_size=real_a.shape[0],
         )
 
-    def on_train_epoch_end(self) -> None:
-        for scheduler in self.lr_schedulers():
-            scheduler.step()
+    def on_train_epoch_start(self) -> None:
+        """The epoch's learning rate, set before its first step (the reference's order)."""
+        step_schedulers_for_epoch(self)
         self.log("train/lr", self.optimizers()[0].param_groups[0]["lr"])
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:

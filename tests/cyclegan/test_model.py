@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import lightning as L
 import pytest
 import torch
+from torch.utils.data import DataLoader, Dataset
 
 from src.cyclegan.model import CycleGANModule
+from tests.pix2pix.test_training import LrRecorder, reference_epoch_lrs
 
 DISCRIMINATOR = {"netD": "basic", "input_nc": 3, "ndf": 4, "norm": "instance"}
 
@@ -60,19 +63,39 @@ def test_generator_losses_weights_and_identity_switch() -> None:
     assert "idt_ab" not in no_identity.generator_losses(real_a, real_b)[0]
 
 
-def test_lr_is_constant_then_decays_linearly_to_zero() -> None:
+class RandomUnaligned(Dataset):
+    """One random (A, B) item in [-1, 1]."""
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        generator = torch.Generator().manual_seed(index)
+        return {
+            "A": torch.rand(3, 32, 32, generator=generator) * 2 - 1,
+            "B": torch.zeros(3, 32, 32),
+        }
+
+
+def test_lr_follows_the_reference_epoch_by_epoch() -> None:
     module = tiny_module("resnet_1blocks", lr=2e-4, n_epochs=4, n_epochs_decay=3)
-    optimizers, schedulers = module.configure_optimizers()
-    seen = []
-    for _ in range(4 + 3):
-        seen.append(optimizers[0].param_groups[0]["lr"])
-        for optimizer, scheduler in zip(optimizers, schedulers, strict=True):
-            optimizer.step()
-            scheduler.step()
-    # Epochs 0..3 at 2e-4; the decay starts at epoch 4 and ends at 0 after the last (epoch 6).
-    assert seen[:4] == pytest.approx([2e-4] * 4)
-    assert seen[4:] == pytest.approx([2e-4 * 3 / 4, 2e-4 * 2 / 4, 2e-4 * 1 / 4])
-    assert [opt.param_groups[0]["lr"] for opt in optimizers] == pytest.approx([0.0, 0.0])
+    recorder = LrRecorder()
+    trainer = L.Trainer(
+        max_epochs=7,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        callbacks=[recorder],
+    )
+    trainer.fit(module, DataLoader(RandomUnaligned(), batch_size=1))
+    # The reference steps the scheduler at the start of each epoch: 1-based epoch k runs at
+    # lr * (1 - max(0, k + 1 - n_epochs) / (n_epochs_decay + 1)), the last one at 0.
+    expected = reference_epoch_lrs(2e-4, 4, 3)
+    assert expected[:3] == pytest.approx([2e-4] * 3) and expected[-1] == 0
+    assert [g for g, _ in recorder.seen] == pytest.approx(expected)
+    assert [d for _, d in recorder.seen] == pytest.approx(expected)
 
 
 def test_checkpoint_keeps_the_image_pools() -> None:

@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
+from src.common.export import export_generator, load_any_generator
 from src.common.generators import load_generator
 from src.cyclegan.resnet import ResnetGenerator
 from src.cyclegan.translate import load_translator
-from src.pix2pix.export import export_generator, load_any_generator
 from tests.conftest import run_module
 
 pytestmark = pytest.mark.slow
@@ -78,9 +78,10 @@ def test_translate_command_writes_each_image_once(trained_stage: Path, tmp_path:
     assert "translates AtoB, not BtoA" in wrong.stderr
 
 
-def test_exported_generator_goes_to_onnx_with_pix2pix_export(
+def test_exported_generator_goes_to_onnx_with_the_shared_export(
     trained_stage: Path, tmp_path: Path
 ) -> None:
     loaded = load_any_generator(trained_stage / "generator_AtoB.pt")
-    diff = export_generator(loaded, tmp_path / "g.onnx", "onnx")
-    assert diff is not None and diff <= 1e-4
+    assert loaded.label.startswith("CycleGAN ResNet generator") and loaded.image_size == 32
+    report = export_generator(loaded, tmp_path / "g.onnx", "onnx")
+    assert report is not None and report.passed and report.onnx_vs_torch <= 1e-4

@@ -82,7 +82,7 @@ def test_missing_weights_file_is_a_user_error(tmp_path: Path) -> None:
 
 
 def test_training_without_weights_turns_the_loss_off_with_one_warning() -> None:
-    generator = {"kind": "ugatit", "ngf": 4, "img_size": 32, "n_res": 1}
+    generator = {"kind": "photo2cartoon", "ngf": 4, "img_size": 32, "n_res": 1}
     with pytest.warns(UserWarning, match="face-ID loss is off") as record:
         module = Photo2CartoonTraining(generator=generator, ndf=4, global_layers=5, local_layers=4)
     assert len(record) == 1

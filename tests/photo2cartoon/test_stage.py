@@ -7,12 +7,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from src.common.errors import UserError
 from src.common.generators import load_generator
+from src.common.stage import CONFIG_DIR
 from src.common.toyfaces.writer import write_toyfaces
 from src.photo2cartoon.__main__ import module_options
+from src.photo2cartoon.training import LossWeights, Photo2CartoonTraining
 from tests.conftest import REPO_ROOT, run_module
 
 TINY = (
@@ -49,6 +52,7 @@ def test_stage_trains_and_exports_a_loadable_generator(tmp_path: Path) -> None:
         f"photo2cartoon.data.root={data}",
         "photo2cartoon.metrics=[fid,kid]",
         "photo2cartoon.metrics_every=3",
+        "photo2cartoon.onnx=true",
         *TINY,
     )
     assert result.returncode == 0, result.stderr[-2000:]
@@ -56,7 +60,14 @@ def test_stage_trains_and_exports_a_loadable_generator(tmp_path: Path) -> None:
     assert "photo2cartoon: iteration 3: fid " in result.stderr + result.stdout
     out = tmp_path / "runs" / "default" / "photo2cartoon"
     done = json.loads((out / "done.json").read_text())
-    assert set(done["outputs"]) == {"generator.pt", "grid.png", "checkpoints/last.ckpt"}
+    assert set(done["outputs"]) == {
+        "generator.pt",
+        "grid.png",
+        "checkpoints/last.ckpt",
+        "generator.onnx",
+    }
+    # The export command's check: both runtimes against float64, on faces and noise.
+    assert "generator.onnx: max abs error against float64 PyTorch" in result.stdout
     bundle = load_generator(out / "generator.pt")
     assert bundle.family == "photo2cartoon" and bundle.image_size == 32
     assert bundle.module(torch.zeros(1, 3, 32, 32)).shape == (1, 3, 32, 32)
@@ -85,8 +96,47 @@ def test_defaults_are_the_reference_settings() -> None:
         "light": True,
         "n_res": 4,
     }
-    assert options["ndf"] == 32 and options["weights"]["cycle"] == 50
-    assert module_options(_params(model="ugatit"))["weights"]["cycle"] == 10
+    assert options["ndf"] == 32
+    # photo2cartoon's train.py defaults; U-GAT-IT's main.py has cycle 10 and no face-ID loss.
+    release = {"adv": 1.0, "cycle": 50.0, "identity": 10.0, "cam": 1000.0, "faceid": 1.0}
+    assert options["weights"] == release
+    assert module_options(_params(model="ugatit"))["weights"] == {
+        **release,
+        "cycle": 10.0,
+        "faceid": 0.0,
+    }
+    assert module_options(_params(cycle_weight=20))["weights"]["cycle"] == 20
+    # The module without weights given trains with the same release defaults.
+    assert Photo2CartoonTraining(
+        generator={"kind": "photo2cartoon", "ngf": 4, "img_size": 32, "n_res": 1},
+        ndf=4,
+        faceid_weights=None,
+        weights={"faceid": 0.0},
+    ).weights == LossWeights(faceid=0.0)
+    assert LossWeights() == LossWeights(**release)
+
+
+def test_the_release_run_refuses_to_start_without_face_id_weights() -> None:
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(
+            "photo2cartoon", ["+experiment=photo2cartoon256", "photo2cartoon.data.root=x"]
+        )
+        off = compose(
+            "photo2cartoon",
+            [
+                "+experiment=photo2cartoon256",
+                "photo2cartoon.data.root=x",
+                "photo2cartoon.faceid_weight=0",
+            ],
+        )
+    with pytest.raises(UserError) as caught:
+        module_options(cfg.photo2cartoon)
+    message = str(caught.value)
+    assert message.startswith("photo2cartoon.faceid_weights:") and "\n" not in message
+    assert "photo2cartoon.faceid_weight=0" in message
+    assert module_options(off.photo2cartoon)["weights"]["faceid"] == 0
+    # Outside the release run the loss is only switched off, with a warning, as before.
+    assert module_options(_params())["faceid_weights"] is None
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from src.photo2cartoon.training import Photo2CartoonTraining, half_then_linear, heatmap_overlay
+from src.photo2cartoon.training import (
+    Photo2CartoonTraining,
+    heatmap_overlay,
+    release_lr_factor,
+)
 
 SIZE = 64
 
@@ -50,9 +54,12 @@ def _module(kind: str, png_dir: Path | None = None, **kwargs: object) -> Photo2C
     )
 
 
-def _fit(module: Photo2CartoonTraining, iterations: int) -> L.Trainer:
+def _fit(
+    module: Photo2CartoonTraining, iterations: int, callbacks: list[L.Callback] | None = None
+) -> L.Trainer:
     trainer = L.Trainer(
         accelerator="cpu",
+        callbacks=callbacks,
         max_steps=2 * iterations,
         logger=False,
         enable_checkpointing=False,
@@ -87,22 +94,59 @@ def test_one_training_step_updates_all_networks_and_keeps_blends_clipped(
     assert [p.name for p in grid] == ["samples_000001.png"]
 
 
-def test_learning_rate_is_flat_then_falls_linearly_to_zero() -> None:
-    decay = half_then_linear(100)
-    assert [decay(i) for i in (0, 49)] == [1.0, 1.0]
-    assert decay(75) == pytest.approx(0.5)
-    assert decay(100) == 0.0
-    assert half_then_linear(100, decay=False)(99) == 1.0
+def reference_lrs(lr: float, iterations: int) -> list[float]:
+    """The lr each step runs at in the releases (UGATIT.py, UGATIT_sadalin_hourglass.py): steps
+    count from 1; at the start of every step past ``iterations // 2`` the lr is lowered by
+    ``lr / (iterations // 2)``, in place."""
+    current, seen = lr, []
+    for step in range(1, iterations + 1):
+        if step > iterations // 2:
+            current -= lr / (iterations // 2)
+        seen.append(current)
+    return seen
 
 
-def test_schedulers_follow_the_iterations() -> None:
+@pytest.mark.parametrize("iterations", [10, 1_000_000])
+def test_lr_factor_is_the_releases_step_by_step(iterations: int) -> None:
+    factor = release_lr_factor(iterations)
+    reference = reference_lrs(1.0, iterations)
+    half = iterations // 2
+    # First step, last flat step, first decayed step, middle of the decay, last step.
+    for done in (0, half - 1, half, half + half // 2, iterations - 1):
+        assert factor(done) == pytest.approx(reference[done], abs=1e-9), done
+    assert factor(half) < 1 and factor(iterations - 1) == 0
+    assert release_lr_factor(iterations, decay=False)(iterations - 1) == 1.0
+
+
+def test_odd_iteration_counts_stop_at_zero() -> None:
+    # The releases' last step would run at -lr / half; ours stops at 0.
+    assert reference_lrs(1.0, 5)[-1] < 0
+    assert [release_lr_factor(5)(i) for i in range(5)] == pytest.approx([1, 1, 0.5, 0, 0])
+
+
+class LrRecorder(L.Callback):
+    """Both optimisers' lr at the start of every iteration (the D step comes first)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[float, float]] = []
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, module: L.LightningModule, *_: object
+    ) -> None:
+        opt_g, opt_d = module.optimizers()
+        self.seen.append((opt_g.param_groups[0]["lr"], opt_d.param_groups[0]["lr"]))
+
+
+def test_schedulers_follow_the_releases_in_training() -> None:
     torch.manual_seed(0)
     module = _module("ugatit", lr=1e-3, iterations=4, sample_every=0)
-    _fit(module, iterations=3)
-    opt_g, opt_d = module.optimizers()
-    # After 3 of 4 iterations: half way down the second half.
-    assert opt_g.param_groups[0]["lr"] == pytest.approx(0.5e-3)
-    assert opt_d.param_groups[0]["lr"] == pytest.approx(0.5e-3)
+    recorder = LrRecorder()
+    trainer = _fit(module, iterations=4, callbacks=[recorder])
+    assert trainer.global_step == 8
+    expected = reference_lrs(1e-3, 4)
+    assert expected == pytest.approx([1e-3, 1e-3, 0.5e-3, 0.0])
+    assert [g for g, _ in recorder.seen] == pytest.approx(expected)
+    assert [d for _, d in recorder.seen] == pytest.approx(expected)
 
 
 def test_resumed_schedule_follows_the_new_iterations() -> None:

@@ -73,6 +73,7 @@ def test_export_command(tmp_path: Path) -> None:
         "src.pix2pix.export", f"ckpt={tmp_path / 'generator.pt'}", f"out={tmp_path / 'g.onnx'}"
     )
     assert result.returncode == 0, result.stderr
-    assert "max abs diff" in result.stdout and (tmp_path / "g.onnx").is_file()
+    assert "against float64 PyTorch" in result.stdout and (tmp_path / "g.onnx").is_file()
+    assert "pix2pix U-Net generator unet_32" in result.stdout
     missing = run_module("src.pix2pix.export", f"ckpt={tmp_path / 'nope.pt'}", "out=x.onnx")
     assert missing.returncode == 2 and "nope.pt does not exist" in missing.stderr

@@ -15,7 +15,12 @@ from src.common.data import PairedImageDataset, PairTransform, pairs_from_folder
 from src.common.generators import load_generator
 from src.common.toyfaces.writer import write_toyfaces
 from src.pix2pix.evaluate import evaluate_pairs
-from src.pix2pix.model import Pix2PixModule, gan_loss, linear_decay
+from src.pix2pix.model import (
+    Pix2PixModule,
+    gan_loss,
+    linear_decay,
+    step_schedulers_for_epoch,
+)
 from tests.conftest import run_module
 
 
@@ -66,7 +71,65 @@ def test_gan_losses() -> None:
 
 def test_linear_schedule_constant_then_down_to_zero() -> None:
     factor = linear_decay(n_epochs=2, n_epochs_decay=3)
-    assert [factor(e) for e in range(5)] == pytest.approx([1, 1, 0.75, 0.5, 0.25])
+    assert [factor(e) for e in range(6)] == pytest.approx([1, 1, 0.75, 0.5, 0.25, 0])
+
+
+def reference_epoch_lrs(lr: float, n_epochs: int, n_epochs_decay: int) -> list[float]:
+    """The lr of each epoch in the reference: get_scheduler('linear') with epoch_count 1,
+    ``update_learning_rate()`` (one scheduler step) at the start of every epoch."""
+
+    def lambda_rule(epoch: int) -> float:
+        return 1.0 - max(0, epoch + 1 - n_epochs) / float(n_epochs_decay + 1)
+
+    return [lr * lambda_rule(steps) for steps in range(1, n_epochs + n_epochs_decay + 1)]
+
+
+class LrRecorder(L.Callback):
+    """The generator's and the discriminator's lr at every training batch."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[float, float]] = []
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, module: L.LightningModule, *_: object
+    ) -> None:
+        opt_g, opt_d = module.optimizers()
+        self.seen.append((opt_g.param_groups[0]["lr"], opt_d.param_groups[0]["lr"]))
+
+
+def test_lr_follows_the_reference_epoch_by_epoch(toy_pairs: Path) -> None:
+    pairs = pairs_from_folders(toy_pairs / "paired")[:1]
+    data = PairedImageDataset(pairs, PairTransform(32, 32, flip=False, train=False))
+    generator = {"netG": "unet_32", "ngf": 4, "norm": "instance"}
+    module = Pix2PixModule(
+        generator, {"ndf": 4, "input_nc": 6}, lr=2e-4, n_epochs=3, n_epochs_decay=4
+    )
+    recorder = LrRecorder()
+    trainer = L.Trainer(
+        max_epochs=7,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        callbacks=[recorder],
+    )
+    trainer.fit(module, DataLoader(data, batch_size=1))
+    expected = reference_epoch_lrs(2e-4, 3, 4)
+    # First epochs at lr, the decay starts in epoch 3 (1-based) and the last epoch runs at 0.
+    assert expected[0] == expected[1] == 2e-4 and expected[2] < 2e-4 and expected[-1] == 0
+    assert [g for g, _ in recorder.seen] == pytest.approx(expected)
+    assert [d for _, d in recorder.seen] == pytest.approx(expected)
+
+
+def test_a_restarted_epoch_keeps_its_lr() -> None:
+    # Lightning restarts an interrupted epoch on resume: its lr must not move a second step.
+    module = tiny_module(n_epochs=1, n_epochs_decay=3)
+    optimizers, schedulers = module.configure_optimizers()
+    module.lr_schedulers = lambda: schedulers
+    for _ in range(2):
+        step_schedulers_for_epoch(module)
+        assert [o.param_groups[0]["lr"] for o in optimizers] == pytest.approx([1.5e-4] * 2)
 
 
 def test_one_training_step_updates_d_then_g(toy_pairs: Path) -> None:
