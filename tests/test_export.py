@@ -21,12 +21,13 @@ from src.common.export import (
     load_any_generator,
 )
 from src.cyclegan.networks import build_generator as build_cyclegan
+from src.photo2cartoon.interop import load_reference_checkpoint
 from src.photo2cartoon.networks import Generator
 from src.pix2pix.networks import build_generator as build_pix2pix
 from src.pix2pix.networks import init_weights
 from tests.conftest import run_module
 from tests.cyclegan.reference_layout import FlatResnetGenerator
-from tests.photo2cartoon.test_interop import _release
+from tests.photo2cartoon.test_interop import _reference_networks, _save_release
 from tests.pix2pix.reference_layout import NestedUnet
 
 
@@ -112,15 +113,18 @@ def test_misfits_name_the_family(tmp_path: Path) -> None:
 
 
 def test_ugatit_release_loads_either_direction_at_its_size(tmp_path: Path) -> None:
-    networks = _release(tmp_path / "release.pt", "ugatit")
+    """A six-network file as U-GAT-IT's trainer saves it (reference-layout modules): either
+    generator, as the interop loader reads it."""
+    path = _save_release(_reference_networks("ugatit"), tmp_path / "release.pt", "zip", False)
+    release = load_reference_checkpoint(path)
     images = check_images(32, 2)
     for direction, name in (("AtoB", "genA2B"), ("BtoA", "genB2A")):
-        loaded = load_any_generator(tmp_path / "release.pt", direction=direction)
-        assert loaded.label == "U-GAT-IT generator (full)" and loaded.image_size == 32
+        loaded = load_any_generator(path, direction=direction)
+        assert loaded.label == "U-GAT-IT generator (light)"  # light: any size runs
         with torch.no_grad():
-            assert torch.equal(loaded.module(images), networks[name](images))
+            assert torch.equal(loaded.module(images), release[name].eval()(images))
     with pytest.raises(UserError, match="direction"):
-        load_any_generator(tmp_path / "release.pt", direction="sideways")
+        load_any_generator(path, direction="sideways")
 
 
 @pytest.mark.slow
