@@ -45,6 +45,7 @@ OPEN_NODES = frozenset(
         "detector.options",
         "models",
         "entry_points",
+        "tables",
     }
 )
 
@@ -93,14 +94,22 @@ NUMBER = "a number"
 LIST = "a list"
 MAPPING = "a mapping"
 STRING = "a string"
-# Keys that take more than their default's form: relative path -> accepted kinds.
+NULL = "null"
+# Keys that take more than their default's form, by relative path: accepted kinds.
+FORMS_BY_PATH: dict[str, tuple[str, ...]] = {
+    "weights": (LIST, MAPPING, NUMBER),  # blend's schedule (not a nested *.weights file path)
+}
+# The same by key name, at any depth.
 FORMS: dict[str, tuple[str, ...]] = {
-    "weights": (LIST, MAPPING, NUMBER),
     "seeds": (STRING, LIST, NUMBER),
     "preview_seeds": (STRING, LIST, NUMBER),
     # Thousands of images: fractions are fine (the smoke chain trains 1.6 kimg).
     "kimg": (NUMBER,),
     "snap": (NUMBER,),
+    # One style degree, or a list of them for a sweep (cartoonize / toonify).
+    "degree": (NUMBER, LIST),
+    # null: e4e's progressive training off (every offset from the start).
+    "progressive_start": (NUMBER, NULL),
 }
 # Keys a command-line override replaces whole (see the module docstring), as full keys.
 WHOLE_VALUE_KEYS = frozenset({"blend.weights"})
@@ -112,7 +121,7 @@ def _number(value: float) -> str:
 
 def _kind(value: Any) -> str:
     if value is None:
-        return "null"
+        return NULL
     if isinstance(value, bool):
         return "a boolean"
     if isinstance(value, int | float):
@@ -180,7 +189,7 @@ class _Checker:
     def check(self, value: Any, default: Any, path: str) -> None:
         key = f"{self.namespace}.{path}" if path else self.namespace
         leaf = path.rsplit(".", 1)[-1]
-        forms = FORMS.get(path) or FORMS.get(leaf)
+        forms = FORMS_BY_PATH.get(path) or FORMS.get(leaf)
         if forms:
             if _kind(value) not in forms:
                 self.problems.append(

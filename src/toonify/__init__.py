@@ -1,0 +1,1 @@
+"""``python -m src.toonify``: the ``toonify`` stage by its name (``src.serve.cartoonize``)."""
