@@ -222,28 +222,6 @@ class Encoder4Editing(IRSEEncoder):
         return base.unsqueeze(1) + torch.stack(offsets, dim=1)
 
 
-class ProgressiveBackboneEncoder(IRSEEncoder):
-    """ReStyle-e4e: base w plus per-layer offsets, all from the last (stride-16) map."""
-
-    kind = "restyle_e4e"
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        spatial = self.input_size // 16
-        self.styles = nn.ModuleList(
-            GradualStyleBlock(self.widths[3], self.w_dim, spatial) for _ in range(self.n_styles)
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Residuals on ws, [N, n_styles, w_dim]."""
-        features = self.stage_features(x)[-1]
-        base = self.styles[0](features)
-        offsets = [torch.zeros_like(base)]
-        offsets += [self.styles[i](features) for i in range(1, self.active_styles())]
-        offsets += [torch.zeros_like(base)] * (self.n_styles - len(offsets))
-        return base.unsqueeze(1) + torch.stack(offsets, dim=1)
-
-
 class BackboneEncoder(IRSEEncoder):
     """ReStyle-pSp: one independent w per layer from the last (stride-16) map."""
 
@@ -260,6 +238,22 @@ class BackboneEncoder(IRSEEncoder):
         """Residuals on ws, [N, n_styles, w_dim]."""
         features = self.stage_features(x)[-1]
         return torch.stack([style(features) for style in self.styles], dim=1)
+
+
+class ProgressiveBackboneEncoder(BackboneEncoder):
+    """ReStyle-e4e: the same style blocks as ReStyle-pSp, read as a base w plus per-layer
+    offsets (progressively enabled)."""
+
+    kind = "restyle_e4e"
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Residuals on ws, [N, n_styles, w_dim]."""
+        features = self.stage_features(x)[-1]
+        base = self.styles[0](features)
+        offsets = [torch.zeros_like(base)]
+        offsets += [self.styles[i](features) for i in range(1, self.active_styles())]
+        offsets += [torch.zeros_like(base)] * (self.n_styles - len(offsets))
+        return base.unsqueeze(1) + torch.stack(offsets, dim=1)
 
 
 ENCODERS: dict[str, type[IRSEEncoder]] = {
