@@ -72,8 +72,8 @@ def test_stage_trains_and_exports_a_loadable_generator(tmp_path: Path) -> None:
     assert bundle.family == "photo2cartoon" and bundle.image_size == 32
     assert bundle.module(torch.zeros(1, 3, 32, 32)).shape == (1, 3, 32, 32)
     assert sorted(p.name for p in (out / "samples").glob("*.png")) == [
-        "samples_000002.png",
-        "samples_000003.png",
+        "translations_000002.png",
+        "translations_000003.png",
     ]
 
 
