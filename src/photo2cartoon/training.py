@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
-from src.common.faceid import FaceIdLoss
 from src.common import tags
+from src.common.faceid import FaceIdLoss
 from src.common.visual import log_image_grid
 from src.photo2cartoon.networks import Discriminator, Generator, clip_rho_and_w
 

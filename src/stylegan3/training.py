@@ -525,7 +525,7 @@ class StyleGAN3Training(L.LightningModule):
         values = {
             "kimg": self.kimg,
             "sec_per_kimg": sec_per_kimg,
-            "p": p,
+            "ada_p": p,
             "loss_G": loss_g.detach(),
             "loss_D": loss_d.detach(),
             "logits_real": real.detach().mean(),

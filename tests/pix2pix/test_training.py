@@ -8,9 +8,9 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+import torch
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger
-import torch
 from torch.utils.data import DataLoader
 
 from src.common.data import PairedImageDataset, PairTransform, pairs_from_folders

@@ -62,7 +62,7 @@ def test_one_training_step_updates_g_d_and_g_ema(tmp_path: Path, architecture: s
             getattr(module.G.synthesis, n).conv_kernel == 1 for n in module.G.synthesis.layer_names
         )
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
-    assert (tmp_path / "run" / "grids" / f"stylegan3_fakes_{BATCH:06d}.png").is_file()
+    assert (tmp_path / "run" / "grids" / f"fakes_{BATCH:06d}.png").is_file()
 
 
 def test_d_optimizer_carries_the_lazy_r1_correction(tmp_path: Path) -> None:
