@@ -29,6 +29,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from src.common import tags
 from src.common.checkpoint import load_state_dict_checked, save_checkpoint
 from src.common.errors import UserError
 from src.stylegan3.dataset import ImageFolderDataset, InfiniteSampler
@@ -460,7 +461,7 @@ class StyleGAN3Training(L.LightningModule):
             self.manual_backward((penalty * o.pl_weight).mean() * o.pl_interval)
             sanitize_gradients(list(self.G.parameters()))
             opt_g.step()
-            self.log("train/pl_penalty", penalty.mean().detach(), prog_bar=True)
+            self.log(tags.train("pl_penalty"), penalty.mean().detach(), prog_bar=True)
 
         # D: logistic loss on fakes (G updates its EMAs here, as in the reference) and reals.
         self._set_d_trainable(True)
@@ -497,7 +498,7 @@ class StyleGAN3Training(L.LightningModule):
             self._accumulate(self._chunks(real), r1_loss)
             sanitize_gradients(self.d_trainable)
             opt_d.step()
-            self.log("train/r1_penalty", torch.cat(penalties).mean(), prog_bar=True)
+            self.log(tags.train("r1_penalty"), torch.cat(penalties).mean(), prog_bar=True)
 
         real_logits, fake_logits = torch.cat(logits["real"]), torch.cat(logits["fake"])
         batch_total = count * self.world_size
@@ -533,9 +534,9 @@ class StyleGAN3Training(L.LightningModule):
             "peak_mem_gb": peak_memory_gb(self.device),
         }
         for name, value in values.items():
-            self.log(f"train/{name}", value, prog_bar=True)
+            self.log(tags.train(name), value, prog_bar=True)
         if self.ada is not None and math.isfinite(self.ada.rt):
-            self.log("train/ada_rt", float(self.ada.rt))
+            self.log(tags.train("ada_rt"), float(self.ada.rt))
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
         if self.done:
