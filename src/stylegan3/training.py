@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 from src.common import tags
 from src.common.checkpoint import load_state_dict_checked, save_checkpoint
 from src.common.errors import UserError
+from src.common.progress import TrainingPosition
 from src.stylegan3.dataset import ImageFolderDataset, InfiniteSampler
 from src.stylegan3.legacy import FORMAT, build_network, load_networks
 from src.stylegan3.losses import (
@@ -391,6 +392,12 @@ class StyleGAN3Training(L.LightningModule):
     @property
     def done(self) -> bool:
         return self.cur_nimg >= self.options.kimg * 1000
+
+    def progress_position(self) -> TrainingPosition:
+        """kimg shown of the run's kimg (and iterations, for the bar), for the progress bars."""
+        total = math.ceil(self.options.kimg * 1000 / self.options.batch)
+        label = f"kimg {self.kimg:.1f}/{self.options.kimg:g}"
+        return TrainingPosition(self.iteration, total, label)
 
     def run_D(self, images: Tensor, sigma: float) -> Tensor:
         """D's logits for ``images`` after the blur and the augmentation pipe."""
