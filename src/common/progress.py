@@ -39,11 +39,6 @@ class TrainingPosition:
     label: str
 
 
-def iteration_position(done: int, total: int) -> TrainingPosition:
-    """``done`` of ``total`` iterations, labelled ``it done/total``."""
-    return TrainingPosition(done, total, f"it {done:,}/{total:,}")
-
-
 def training_position(trainer: L.Trainer, module: Any) -> TrainingPosition | None:
     """Where an iteration-based run is (see the module docstring); None for epoch-based runs."""
     own = getattr(module, "progress_position", None)
@@ -53,9 +48,8 @@ def training_position(trainer: L.Trainer, module: Any) -> TrainingPosition | Non
     if trainer.max_steps is None or trainer.max_steps <= 0 or not unlimited_epochs:
         return None
     per_iteration = max(1, len(trainer.optimizers))
-    return iteration_position(
-        trainer.global_step // per_iteration, trainer.max_steps // per_iteration
-    )
+    done, total = trainer.global_step // per_iteration, trainer.max_steps // per_iteration
+    return TrainingPosition(done, total, f"it {done:,}/{total:,}")
 
 
 class StageProgressBar(RichProgressBar):
@@ -85,12 +79,6 @@ class StageProgressBar(RichProgressBar):
         self._show(position)
         self._update_metrics(trainer, pl_module)
         self.refresh()
-
-    def _get_train_description(self, current_epoch: int) -> str:
-        position = training_position(self.trainer, self.trainer.lightning_module)
-        if position is None:
-            return super()._get_train_description(current_epoch)
-        return position.label
 
     def _show(self, position: TrainingPosition) -> None:
         """Create the run's one train bar, or move it to ``position``."""
