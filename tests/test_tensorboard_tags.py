@@ -20,8 +20,6 @@ from src.common.toyfaces.writer import write_toyfaces
 from tests.stylegan3.test_training_cli import tiny_overrides
 from tests.stylegan3.tiny import write_tiny_checkpoint
 
-pytestmark = pytest.mark.slow
-
 NAME = r"[a-z0-9]+(_[a-z0-9]+)*"
 PART = r"(_[A-Za-z0-9]+)*"
 # train/ statistics may not look like losses or learning rates under another spelling.
@@ -208,6 +206,7 @@ def test_lightning_stage_tags_follow_the_scheme(stage: str, toy: Path, tmp_path:
         assert "train/lr" in scalars, sorted(scalars)
 
 
+@pytest.mark.slow
 def test_stylegan3_and_encoder_tags_follow_the_scheme(toy: Path, tmp_path: Path) -> None:
     photo = "stylegan3_photo"
     photo_logs = run_in_process(
