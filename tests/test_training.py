@@ -95,6 +95,10 @@ def test_csv_logger_and_minimal_callbacks(tmp_path: Path) -> None:
     assert {"PlainProgressBar", "LearningRateMonitor", "ModelCheckpoint"} <= names
     minimal = make_trainer(stage_cfg(tmp_path, 1))
     assert "LearningRateMonitor" not in {type(c).__name__ for c in minimal.callbacks}
+    # Without a logger the monitor would refuse to start: it is left out.
+    silent = make_trainer(stage_cfg(tmp_path, 1, "logger=none", callbacks="default"))
+    assert silent.logger is None
+    assert "LearningRateMonitor" not in {type(c).__name__ for c in silent.callbacks}
 
 
 def test_a_truncated_last_ckpt_falls_back_to_the_newest_intact_one(

@@ -26,7 +26,7 @@ def test_log_image_grid_writes_tensorboard_and_the_same_png(tmp_path: Path) -> N
     images = torch.linspace(-1, 1, 4 * 3 * 8 * 8).reshape(4, 3, 8, 8)
     png = log_image_grid(logger, "samples/fake", images, step=7, png_dir=tmp_path / "png", nrow=2)
     logger.experiment.flush()
-    assert png == tmp_path / "png" / "samples_fake_000007.png"
+    assert png == tmp_path / "png" / "fake_000007.png"
     picture = np.asarray(Image.open(png))
     assert picture.shape == (22, 22, 3)  # 2 x 8 px plus 3 x 2 px padding
     assert np.array_equal(picture, tensor_grid(images, nrow=2).permute(1, 2, 0).numpy())

@@ -24,6 +24,7 @@ from src.blend.blending import (
     resolve_weights,
     synthesis_layers,
 )
+from src.common import tags
 from src.common.checkpoint import save_checkpoint
 from src.common.errors import UserError
 from src.common.fileio import sha256_file
@@ -115,7 +116,9 @@ def blend(ctx: StageContext) -> list[str]:
         float(p.preview_psi),
     )
     save_image(sheet, ctx.out_dir / PREVIEW)
-    write_tensorboard_picture(Path(ctx.cfg.paths.log_dir) / ctx.stage, "blend/preview", sheet)
+    write_tensorboard_picture(
+        Path(ctx.cfg.paths.log_dir) / ctx.stage, tags.samples("preview"), sheet
+    )
     return [CHECKPOINT, PREVIEW]
 
 

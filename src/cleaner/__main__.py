@@ -40,6 +40,7 @@ from src.cleaner.model import (
     save_classifier,
 )
 from src.cleaner.pictures import captioned_sheet, confusion_matrix_picture, log_picture
+from src.common import tags
 from src.common.errors import UserError
 from src.common.fileio import atomic_write_json
 from src.common.images import load_image, save_image
@@ -133,7 +134,7 @@ def write_pictures(
     """The confusion matrix and the most confidently wrong val images, as PNG and TensorBoard."""
     matrix = confusion_matrix_picture(metrics["confusion_matrix"], metrics["threshold"])
     save_image(matrix, ctx.out_dir / CONFUSION_FILE)
-    log_picture(logger, "cleaner/confusion_matrix", matrix)
+    log_picture(logger, tags.samples("confusion_matrix"), matrix)
     written = [CONFUSION_FILE]
     (ctx.out_dir / WRONG_FILE).unlink(missing_ok=True)
     if wrong:
@@ -142,7 +143,7 @@ def write_pictures(
             [f"{item.name} {'good' if item.good else 'bad'} p={p:.2f}" for item, p in wrong],
         )
         save_image(sheet, ctx.out_dir / WRONG_FILE)
-        log_picture(logger, "cleaner/wrong_val", sheet)
+        log_picture(logger, tags.samples("wrong_val"), sheet)
         written.append(WRONG_FILE)
     return written
 

@@ -28,6 +28,7 @@ from src.cleaner.data import build_transform, to_model_input
 from src.cleaner.labels import SIDE_FOLDERS
 from src.cleaner.model import Classifier, keep_mask, load_classifier
 from src.cleaner.pictures import captioned_sheet, score_histogram
+from src.common import tags
 from src.common.data import pairs_from_folders
 from src.common.errors import UserError
 from src.common.fileio import atomic_open, atomic_write_json
@@ -222,7 +223,7 @@ def write_summary(
             save_image(sheet, ctx.out_dir / name)
             pictures[name] = sheet
     for name, picture in pictures.items():
-        write_tensorboard_picture(log_dir, f"cleaner_filter/{Path(name).stem}", picture)
+        write_tensorboard_picture(log_dir, tags.samples(Path(name).stem), picture)
     print(
         f"{ctx.stage}: kept {summary['kept']} of {summary['pairs']} pairs "
         f"({summary['kept_fraction']:.1%}) at threshold {threshold:.3f}"

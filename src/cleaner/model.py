@@ -26,6 +26,7 @@ from torchmetrics.functional.classification import (
     binary_recall_at_fixed_precision,
 )
 
+from src.common import tags
 from src.common.checkpoint import load_checkpoint, load_state_dict_checked, save_checkpoint
 from src.common.errors import UserError
 
@@ -86,7 +87,7 @@ class GoodBadClassifier(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         logits = self(batch["image"])
         loss = F.binary_cross_entropy_with_logits(logits, batch["target"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(logits))
+        self.log(tags.LOSS, loss, prog_bar=True, batch_size=len(logits))
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -96,9 +97,9 @@ class GoodBadClassifier(L.LightningModule):
         probs = torch.sigmoid(logits)
         self.val_accuracy(probs, target.long())
         self.val_auroc(probs, target.long())
-        self.log("val/loss", loss, batch_size=len(logits))
-        self.log("val/acc", self.val_accuracy, prog_bar=True, batch_size=len(logits))
-        self.log("val/auroc", self.val_auroc, batch_size=len(logits))
+        self.log(tags.val("loss"), loss, batch_size=len(logits))
+        self.log(tags.val("acc"), self.val_accuracy, prog_bar=True, batch_size=len(logits))
+        self.log(tags.val("auroc"), self.val_auroc, batch_size=len(logits))
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = torch.optim.AdamW(
@@ -108,7 +109,8 @@ class GoodBadClassifier(L.LightningModule):
         schedule = torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=self.hparams.lr, total_steps=steps, pct_start=0.15
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        scheduler = {"scheduler": schedule, "interval": "step", "name": tags.LR}
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
 
 @dataclass

@@ -1,11 +1,18 @@
-"""A progress display for logs: one plain status line at a time, for output that is not a terminal.
+"""Progress displays that say where a run is of its total, for epoch- and iteration-based stages.
+
+Lightning's rich bar reads ``Epoch 0/-2 ... 400/--`` for stages that count iterations or kimg
+(``max_epochs=-1``). :class:`StageProgressBar` (the rich bar of ``configs/callbacks``) shows
+``it 400/1000`` or, for StyleGAN, ``kimg 3.2/25000`` there, one bar for the whole run.
 
 Under nohup, submitit or SLURM, stdout is a file: the rich progress bar writes nothing there
-for hours (and its header reads ``Epoch 0/-2 ... 400/--`` for iteration-based stages).
-:class:`PlainProgressBar` prints a line every ``every_s`` seconds and at each epoch's end, as
-NVIDIA's train.py does: the stage, where it is of the total (epochs and steps, or steps alone),
-the rate and time left, the progress-bar metrics (losses, kimg, sec/kimg, ...) and peak GPU
-memory. :func:`progress_for_output` swaps it in when stdout is not a terminal.
+for hours. :class:`PlainProgressBar` prints a line every ``every_s`` seconds and at each epoch's
+end, as NVIDIA's train.py does: the stage, where it is of the total (epochs and steps, or
+iterations / kimg), the rate and time left, the progress-bar metrics (losses, sec/kimg, ...)
+and peak GPU memory. :func:`progress_for_output` swaps it in when stdout is not a terminal.
+
+Where a run is: a module's ``progress_position()`` when it has one (StyleGAN3 counts kimg),
+else, for ``max_steps`` runs without an epoch limit, iterations from ``global_step`` (one step
+per optimizer per iteration, as the manual-optimisation GAN stages step).
 """
 
 from __future__ import annotations
@@ -13,12 +20,81 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ProgressBar
+from lightning.pytorch.callbacks import Callback, ProgressBar, RichProgressBar
+
+
+@dataclass(frozen=True)
+class TrainingPosition:
+    """``done`` of ``total`` iterations of an iteration-based run, and how to say where it is
+    (``label``: ``it 5/20``, ``kimg 0.3/1.6``)."""
+
+    done: int
+    total: int
+    label: str
+
+
+def training_position(trainer: L.Trainer, module: Any) -> TrainingPosition | None:
+    """Where an iteration-based run is (see the module docstring); None for epoch-based runs."""
+    own = getattr(module, "progress_position", None)
+    if callable(own):
+        return own()
+    unlimited_epochs = trainer.max_epochs is None or trainer.max_epochs < 0
+    if trainer.max_steps is None or trainer.max_steps <= 0 or not unlimited_epochs:
+        return None
+    per_iteration = max(1, len(trainer.optimizers))
+    done, total = trainer.global_step // per_iteration, trainer.max_steps // per_iteration
+    return TrainingPosition(done, total, f"it {done:,}/{total:,}")
+
+
+class StageProgressBar(RichProgressBar):
+    """Lightning's rich bar; for iteration-based runs one bar of iterations out of the total,
+    described by :func:`training_position` (``it 5/20``, ``kimg 0.3/1.6``), instead of a bar per
+    pass over the data headed ``Epoch N/-2``."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        position = training_position(trainer, pl_module)
+        if position is None:
+            super().on_train_epoch_start(trainer, pl_module)
+        else:
+            self._show(position)
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        position = training_position(trainer, pl_module)
+        if position is None:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+            return
+        self._show(position)
+        self._update_metrics(trainer, pl_module)
+        self.refresh()
+
+    def _show(self, position: TrainingPosition) -> None:
+        """Create the run's one train bar, or move it to ``position``."""
+        if self.is_disabled or self.progress is None:
+            return
+        if self.train_progress_bar_id is None:
+            self.train_progress_bar_id = self._add_task(position.total, position.label)
+        styled = f"[{self.theme.description}]{position.label}"
+        self.progress.update(
+            self.train_progress_bar_id,
+            completed=position.done,
+            total=position.total,
+            description=styled if self.theme.description else position.label,
+            visible=True,
+        )
+        self.refresh()
 
 
 def _value(value: Any) -> str:
@@ -40,6 +116,7 @@ class PlainProgressBar(ProgressBar):
         self._last = 0.0
         self._start = 0.0
         self._start_step = 0
+        self._start_position = 0
         self._batch = 0
 
     def disable(self) -> None:
@@ -51,6 +128,8 @@ class PlainProgressBar(ProgressBar):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = self._last = time.monotonic()
         self._start_step = trainer.global_step
+        position = training_position(trainer, pl_module)
+        self._start_position = 0 if position is None else position.done
 
     def on_train_batch_end(
         self,
@@ -69,21 +148,31 @@ class PlainProgressBar(ProgressBar):
 
     def status_line(self, trainer: L.Trainer, pl_module: L.LightningModule) -> str:
         """Where training is, how fast it goes and its latest metrics, in one line."""
-        step, max_steps = trainer.global_step, trainer.max_steps
         parts = [f"[{self.name}]"] if self.name else []
-        if trainer.max_epochs is not None and trainer.max_epochs > 0:
-            epochs = f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"
-            batches = self.total_train_batches
-            known = isinstance(batches, int) and batches > 0
-            parts.append(f"{epochs} batch {self._batch}/{batches}" if known else epochs)
-        parts.append(f"step {step:,}" + (f"/{max_steps:,}" if max_steps > 0 else ""))
+        position = training_position(trainer, pl_module)
+        if position is None:
+            current, total, start, unit = (
+                trainer.global_step,
+                trainer.max_steps,
+                self._start_step,
+                "steps",
+            )
+            if trainer.max_epochs is not None and trainer.max_epochs > 0:
+                epochs = f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"
+                batches = self.total_train_batches
+                known = isinstance(batches, int) and batches > 0
+                parts.append(f"{epochs} batch {self._batch}/{batches}" if known else epochs)
+            parts.append(f"step {current:,}" + (f"/{total:,}" if total > 0 else ""))
+        else:
+            current, total, start, unit = position.done, position.total, self._start_position, "it"
+            parts.append(position.label)
         elapsed = time.monotonic() - self._start
-        done = step - self._start_step
+        done = current - start
         if done > 0 and elapsed > 0:
             rate = done / elapsed
-            parts.append(f"{rate:.3g} steps/s")
-            if max_steps > 0:
-                parts.append(f"eta {timedelta(seconds=round((max_steps - step) / rate))}")
+            parts.append(f"{rate:.3g} {unit}/s")
+            if total > 0:
+                parts.append(f"eta {timedelta(seconds=round(max(total - current, 0) / rate))}")
         metrics = {k: v for k, v in self.get_metrics(trainer, pl_module).items() if k != "v_num"}
         parts += [f"{key} {_value(value)}" for key, value in metrics.items()]
         if torch.cuda.is_available() and torch.cuda.is_initialized():

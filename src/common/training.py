@@ -12,6 +12,7 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from src.common.errors import UserError
@@ -109,9 +110,13 @@ def make_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
     }
     callbacks = instantiate_group(cfg.get("callbacks"))
     callbacks.append(CheckpointOnSigterm(Path(cfg.out_dir) / "checkpoints"))
+    loggers = instantiate_group(cfg.get("logger"))
+    if not loggers:
+        # LearningRateMonitor refuses to start without a logger (logger=none): nothing to log.
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     return instantiate(
         merged,
-        logger=instantiate_group(cfg.get("logger")) or False,
+        logger=loggers or False,
         callbacks=progress_for_output(callbacks, str(cfg.stage)),
     )
 

@@ -88,16 +88,17 @@ def log_image_grid(
     value_range: tuple[float, float] = (-1, 1),
 ) -> Path | None:
     """Log a grid of ``images`` (NCHW) to TensorBoard under ``tag`` and, with ``png_dir``, save the
-    same grid as ``<png_dir>/<tag>_<step>.png`` so it can be looked at without TensorBoard."""
+    same grid as ``<png_dir>/<name>_<step>.png`` so it can be looked at without TensorBoard
+    (``name``: the tag without its ``samples/`` prefix, other slashes as underscores)."""
     grid = tensor_grid(images, nrow, value_range)
     experiment = getattr(logger, "experiment", None)
     if experiment is not None and hasattr(experiment, "add_image"):
         experiment.add_image(tag, grid, global_step=step)
     if png_dir is None:
         return None
-    safe_tag = tag.replace("/", "_")
+    name = tag.removeprefix("samples/").replace("/", "_")
     picture = Image.fromarray(grid.permute(1, 2, 0).numpy())
-    return save_image(picture, Path(png_dir) / f"{safe_tag}_{step:06d}.png")
+    return save_image(picture, Path(png_dir) / f"{name}_{step:06d}.png")
 
 
 def enlarge_small(images: Sequence[Image.Image], min_side: int = 64) -> list[Image.Image]:

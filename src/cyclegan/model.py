@@ -22,6 +22,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from src.common import tags
 from src.common.errors import UserError
 from src.common.visual import log_image_grid
 from src.cyclegan.networks import build_discriminator, build_generator
@@ -30,12 +31,14 @@ from src.pix2pix.model import (
     GAN_MODES,
     gan_loss,
     linear_decay,
+    named_schedulers,
+    set_epoch_lr_before_monitor,
     step_schedulers_for_epoch,
     triplet_rows,
 )
 from src.pix2pix.networks import init_weights
 
-GRID_TAGS = {"A": "val/A_to_B_to_A", "B": "val/B_to_A_to_B"}
+GRID_TAGS = {"A": tags.samples("A_to_B_to_A"), "B": tags.samples("B_to_A_to_B")}
 POOLS_KEY = "cyclegan_image_pools"
 
 
@@ -99,7 +102,7 @@ class CycleGANModule(L.LightningModule):
         opt_d = torch.optim.Adam(discriminators, lr=hp.lr, betas=betas)
         factor = linear_decay(hp.n_epochs, hp.n_epochs_decay)
         schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, factor) for opt in (opt_g, opt_d)]
-        return [opt_g, opt_d], schedulers
+        return [opt_g, opt_d], named_schedulers(schedulers, (tags.LR_G, tags.LR_D))
 
     def _set_discriminators_trainable(self, trainable: bool) -> None:
         self.discriminator_a.requires_grad_(trainable)
@@ -113,8 +116,8 @@ class CycleGANModule(L.LightningModule):
         fake_b = self.generator_ab(real_a)
         fake_a = self.generator_ba(real_b)
         losses = {
-            "g_ab_gan": gan_loss(self.discriminator_b(fake_b), True, hp.gan_mode, for_d=False),
-            "g_ba_gan": gan_loss(self.discriminator_a(fake_a), True, hp.gan_mode, for_d=False),
+            "gan_ab": gan_loss(self.discriminator_b(fake_b), True, hp.gan_mode, for_d=False),
+            "gan_ba": gan_loss(self.discriminator_a(fake_a), True, hp.gan_mode, for_d=False),
             "cycle_a": F.l1_loss(self.generator_ba(fake_b), real_a) * hp.lambda_A,
             "cycle_b": F.l1_loss(self.generator_ab(fake_a), real_b) * hp.lambda_B,
         }
@@ -151,8 +154,13 @@ class CycleGANModule(L.LightningModule):
         self.manual_backward(loss_d_a + loss_d_b)
         opt_d.step()
 
-        logged = {f"train/{name}": value.detach() for name, value in losses.items()}
-        logged |= {"train/loss_g": loss_g.detach(), "train/d_a": loss_d_a, "train/d_b": loss_d_b}
+        logged = {tags.loss_g(name): value.detach() for name, value in losses.items()}
+        logged |= {
+            tags.LOSS_G: loss_g.detach(),
+            tags.LOSS_D: (loss_d_a + loss_d_b).detach(),
+            tags.loss_d("a"): loss_d_a.detach(),
+            tags.loss_d("b"): loss_d_b.detach(),
+        }
         self.log_dict(logged, batch_size=real_a.shape[0])
         self.log_dict(
             {"g": loss_g.detach(), "d": loss_d_a + loss_d_b},
@@ -161,10 +169,12 @@ class CycleGANModule(L.LightningModule):
             batch_size=real_a.shape[0],
         )
 
-    def on_train_epoch_start(self) -> None:
-        """The epoch's learning rate, set before its first step (the reference's order)."""
+    def on_train_start(self) -> None:
+        """The first (or resumed) epoch's lr, set before its first step (the reference's order)."""
         step_schedulers_for_epoch(self)
-        self.log("train/lr", self.optimizers()[0].param_groups[0]["lr"])
+
+    def on_train_epoch_end(self) -> None:
+        set_epoch_lr_before_monitor(self)
 
     def cycles(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, torch.Tensor]:
         """Both round trips: ``fake_b, rec_a`` from A and ``fake_a, rec_b`` from B."""
@@ -181,8 +191,8 @@ class CycleGANModule(L.LightningModule):
         real_a, real_b = batch["A"], batch["B"]
         out = self.cycles(real_a, real_b)
         size = real_a.shape[0]
-        self.log("val/cycle_a_l1", F.l1_loss(out["rec_a"], real_a), batch_size=size)
-        self.log("val/cycle_b_l1", F.l1_loss(out["rec_b"], real_b), batch_size=size)
+        self.log(tags.val("cycle_a_l1"), F.l1_loss(out["rec_a"], real_a), batch_size=size)
+        self.log(tags.val("cycle_b_l1"), F.l1_loss(out["rec_b"], real_b), batch_size=size)
         wanted = self.hparams.grid_samples - sum(len(r) for r in self._grid_rows["A"]) // 3
         if wanted > 0 and not self.trainer.sanity_checking:
             self._grid_rows["A"].append(

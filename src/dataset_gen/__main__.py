@@ -15,6 +15,7 @@ from typing import Any
 
 from PIL import Image
 
+from src.common import tags
 from src.common.errors import UserError
 from src.common.fileio import sha256_file
 from src.common.images import save_image
@@ -49,7 +50,7 @@ def write_preview(out_dir: Path, rows: list[dict[str, Any]], log_dir: Path) -> N
             captions.append(f"{key.upper()} {row['seed']}")
     sheet = contact_sheet(enlarge_small(cells), columns=4, captions=captions)
     save_image(sheet, out_dir / PREVIEW)
-    write_tensorboard_picture(log_dir, "dataset_gen/pairs", sheet)
+    write_tensorboard_picture(log_dir, tags.samples("pairs"), sheet)
 
 
 def generate_pairs(ctx: StageContext) -> list[str]:

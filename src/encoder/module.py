@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.functional.image import peak_signal_noise_ratio
 
+from src.common import tags
 from src.encoder.checkpoints import EncoderBundle
 from src.encoder.inversion import Inverter, render, resize_to
 from src.encoder.losses import (
@@ -150,6 +151,7 @@ class EncoderTraining(L.LightningModule):
         opt_e.zero_grad(set_to_none=True)
         self.manual_backward(total)
         opt_e.step()
+        logged = {tags.loss(k): v.detach() for k, v in logs.items()}
         if self.discriminator is not None and opt_d is not None:
             real_w = self._mapped_ws(len(x)).detach().requires_grad_(True)
             real_logits = self.discriminator(real_w)
@@ -158,10 +160,10 @@ class EncoderTraining(L.LightningModule):
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(d_loss + self.weights["r1"] / 2 * r1)
             opt_d.step()
-            logs |= {"d_loss": d_loss, "r1": r1}
-        self.log_dict({f"train/{k}": v.detach() for k, v in logs.items()}, prog_bar=False)
-        self.log("train/loss", total.detach(), prog_bar=True)
-        self.log("train/stage", float(-1 if stage is None else stage))
+            logged |= {tags.LOSS_D: d_loss.detach(), tags.train("r1_penalty"): r1.detach()}
+        self.log_dict(logged, prog_bar=False)
+        self.log(tags.LOSS, total.detach(), prog_bar=True)
+        self.log(tags.train("stage"), float(-1 if stage is None else stage))
         self.steps_done += 1
 
     @torch.no_grad()
@@ -180,16 +182,19 @@ class EncoderTraining(L.LightningModule):
         fake, average = self.reconstruct(batch)
         figures = reconstruction_figures(fake, batch, self.lpips, self.identity)
         baseline = reconstruction_figures(average, batch, self.lpips, self.identity)
-        self.log_dict({f"val/{k}": v for k, v in figures.items()}, batch_size=len(batch))
-        self.log_dict(
-            {f"val_avg_latent/{k}": v for k, v in baseline.items()}, batch_size=len(batch)
-        )
+        self.log_dict(tags.evaluation(figures), batch_size=len(batch))
+        self.log_dict(tags.evaluation(baseline, "avg_latent_"), batch_size=len(batch))
         if batch_idx == 0:
             from src.common.visual import log_image_grid
 
             pairs = torch.stack([batch[:8], fake[:8].clamp(-1, 1)], dim=1).flatten(0, 1)
             log_image_grid(
-                self.logger, "val/photo_reconstruction", pairs, self.global_step, None, nrow=2
+                self.logger,
+                tags.samples("photo_reconstruction"),
+                pairs,
+                self.global_step,
+                None,
+                nrow=2,
             )
 
 

@@ -17,6 +17,7 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
+from src.common import tags
 from src.common.errors import UserError
 from src.common.fileio import atomic_write_json
 from src.common.images import save_image
@@ -108,7 +109,9 @@ def mix_stage(ctx: StageContext) -> list[str]:
             out=ctx.out_dir / name,
         )
         save_image(table, ctx.out_dir / f"{name}.png")
-        write_tensorboard_picture(Path(ctx.cfg.paths.log_dir) / ctx.stage, f"mix/{name}", table)
+        write_tensorboard_picture(
+            Path(ctx.cfg.paths.log_dir) / ctx.stage, tags.samples(name), table
+        )
         record = {
             "preset": spec.get("preset"),
             "layers": [start, stop],

@@ -24,6 +24,7 @@ from torchmetrics.functional.image import (
     structural_similarity_index_measure,
 )
 
+from src.common import tags
 from src.common.errors import UserError
 from src.common.fileio import atomic_write_json
 from src.common.images import save_image
@@ -55,6 +56,8 @@ from src.latent.projection import (
 )
 
 TABLE = "table.png"
+# Each step's record under the tag scheme: its total and lr by name, the loss terms as parts.
+PROJECTION_TAGS = {"loss": tags.LOSS, "lr": tags.LR}
 
 
 def target_sets(targets: Any) -> dict[str, str]:
@@ -201,7 +204,7 @@ def project_stage(ctx: StageContext) -> list[str]:
             report["targets"][stem] = metrics_path.name
         table = result_table(rows, ["original", "start", "optimised"])
         save_image(table, out / TABLE)
-        write_tensorboard_picture(log_root, f"project/{set_name}", table)
+        write_tensorboard_picture(log_root, tags.samples(set_name), table)
         atomic_write_json(out / "report.json", report)
         outputs += [f"{set_name}/{TABLE}", f"{set_name}/report.json"]
     return outputs
@@ -246,7 +249,7 @@ def run_projection(
 
         def on_step(step: int, record: dict[str, float]) -> None:
             for name, value in record.items():
-                writer.add_scalar(f"projection/{name}", value, step)
+                writer.add_scalar(PROJECTION_TAGS.get(name) or tags.loss(name), value, step)
             bar.update(task, advance=1, loss=f"loss {record['loss']:.4f}")
 
         return project(

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from src.common import tags
 from src.common.errors import UserError
 from src.common.fileio import atomic_write_json
 from src.common.images import save_image
@@ -131,7 +132,7 @@ def swap_stage(ctx: StageContext) -> list[str]:
             cells.append(picture)
     table = contact_sheet(enlarge_small(cells, 128), columns=len(faces), captions=captions)
     save_image(table, out / TABLE)
-    write_tensorboard_picture(log_root, "swap/table", table)
+    write_tensorboard_picture(log_root, tags.samples("table"), table)
     return [TABLE]
 
 

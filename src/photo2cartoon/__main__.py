@@ -5,7 +5,9 @@ Writes ``generator.pt`` (the A->B generator in the shared exported-generator for
 ``cartoonize`` and the bot), ``grid.png`` (test images: input, CAM heatmap, translation,
 reconstruction, for both directions), sample grids under ``samples/`` and Lightning checkpoints
 under ``checkpoints/``. ``init_from`` starts from a released ``photo2cartoon_weights.pt`` or
-U-GAT-IT ``*_params_*.pt``; ``onnx=true`` also writes ``generator.onnx``.
+U-GAT-IT ``*_params_*.pt``; ``onnx=true`` also writes ``generator.onnx``; ``identity=true``
+(null: when dlib is installed) writes ``identity.json``, dlib's identity distance of each test
+photo to its translation and the share of translations with a face found.
 See ``configs/photo2cartoon/default.yaml`` for every option.
 """
 
@@ -23,6 +25,7 @@ from src.common.stage import StageContext, run_stage
 GENERATOR_FILE = "generator.pt"
 ONNX_FILE = "generator.onnx"
 GRID_FILE = "grid.png"
+IDENTITY_FILE = "identity.json"
 MODEL_KINDS = ("ugatit", "photo2cartoon")
 
 
@@ -110,6 +113,38 @@ def initialise_from_release(module: Any, path: str) -> None:
         load_state_dict_checked(targets[name], network.state_dict(), f"{path} [{name}]")
 
 
+def write_identity_report(ctx: StageContext, module: Any, test_set: Any, trainer: Any) -> list[str]:
+    """With ``photo2cartoon.identity`` (null: when dlib is installed), dlib's identity distance
+    between every test photo (testA) and its translation and the share of translations with a
+    face found: ``identity.json``, a line on stdout and ``metrics/identity_*`` in TensorBoard."""
+    import torch
+
+    from src.common import tags
+    from src.common.fileio import atomic_write_json
+    from src.faces.identity_dlib import identity_scorer
+    from src.photo2cartoon.evaluate import identity_report
+
+    scorer = identity_scorer(ctx.params.get("identity", False))
+    if scorer is None:
+        return []
+    if test_set is None:
+        print(f"{ctx.stage}: identity: no testA/ photos to score; skipped")
+        return []
+    photos = torch.stack([test_set[i]["A"] for i in range(len(test_set.paths_a))])
+    scores = identity_report(module.gen_a2b, photos, scorer)
+    atomic_write_json(ctx.out_dir / IDENTITY_FILE, scores)
+    numbers = {tags.metric(k): float(v) for k, v in scores.items() if v is not None}
+    for logger in trainer.loggers:
+        logger.log_metrics(numbers, step=trainer.global_step)
+    distance = scores["identity_distance"]
+    print(
+        f"{ctx.stage}: identity on {scores['identity_pairs']} test photos: face found in "
+        f"{scores['identity_detection_rate']:.0%} of the translations"
+        + ("" if distance is None else f", mean distance {distance:.3f}")
+    )
+    return [IDENTITY_FILE]
+
+
 def train(ctx: StageContext) -> list[str]:
     """The stage function: train, then export the A->B generator and the final grid."""
     from hydra.utils import instantiate
@@ -162,6 +197,7 @@ def train(ctx: StageContext) -> list[str]:
     last.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(last) as tmp:
         trainer.save_checkpoint(tmp)
+    identity_outputs = write_identity_report(ctx, module, datamodule.val_set, trainer)
     generator = module.gen_a2b.cpu().eval()
     image_size = options["generator"]["img_size"]
     save_generator(
@@ -176,7 +212,7 @@ def train(ctx: StageContext) -> list[str]:
     real_a, real_b = module.fixed_samples()
     grid = tensor_grid(module.sample_grid(real_a, real_b), nrow=len(real_a))
     save_image(Image.fromarray(grid.permute(1, 2, 0).numpy()), ctx.out_dir / GRID_FILE)
-    outputs = [GENERATOR_FILE, GRID_FILE, "checkpoints/last.ckpt"]
+    outputs = [GENERATOR_FILE, GRID_FILE, "checkpoints/last.ckpt", *identity_outputs]
     if ctx.params.get("onnx"):
         from src.common.export import describe, export_checked_onnx
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
+from src.common import tags
 from src.common.faceid import FaceIdLoss
 from src.common.visual import log_image_grid
 from src.photo2cartoon.networks import Discriminator, Generator, clip_rho_and_w
@@ -29,6 +30,8 @@ from src.photo2cartoon.networks import Discriminator, Generator, clip_rho_and_w
 # Reference default generator width by model kind.
 DEFAULT_NGF = {"ugatit": 64, "photo2cartoon": 32}
 CRITICS = ("dis_ga", "dis_la", "dis_gb", "dis_lb")
+# The tag (under samples/) and PNG name of the sample grid: rows A, CAM, A->B, A->B->A, then B.
+SAMPLES_NAME = "translations"
 
 
 @dataclass(frozen=True)
@@ -197,7 +200,12 @@ class Photo2CartoonTraining(L.LightningModule):
         opt_d = torch.optim.Adam(critics, **options)
         decay = release_lr_factor(hp.iterations, hp.decay)
         schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, decay) for opt in (opt_g, opt_d)]
-        return [opt_g, opt_d], [{"scheduler": s, "interval": "step"} for s in schedulers]
+        names = (tags.LR_G, tags.LR_D)
+        configs = [
+            {"scheduler": s, "interval": "step", "name": name}
+            for s, name in zip(schedulers, names, strict=True)
+        ]
+        return [opt_g, opt_d], configs
 
     def _critic_losses(
         self, critic: nn.Module, images: torch.Tensor, target: float
@@ -284,10 +292,12 @@ class Photo2CartoonTraining(L.LightningModule):
         sched_g.step()
         sched_d.step()
 
-        logs = {f"loss/g_{name}": value.detach() for name, value in losses.items()}
-        logs["loss/d_total"] = d_loss.detach()
-        logs["lr"] = torch.tensor(opt_g.param_groups[0]["lr"])
-        logs.update(self.norm_statistics())
+        logs = {
+            tags.loss_g(None if name == "total" else name): value.detach()
+            for name, value in losses.items()
+        }
+        logs[tags.LOSS_D] = d_loss.detach()
+        logs.update({tags.train(name): value for name, value in self.norm_statistics().items()})
         self.log_dict(logs, prog_bar=False)
         self.log("g", losses["total"].detach(), prog_bar=True, logger=False)
         self.log("d", d_loss.detach(), prog_bar=True, logger=False)
@@ -305,9 +315,9 @@ class Photo2CartoonTraining(L.LightningModule):
                 flat = torch.cat(values)
                 stats.update(
                     {
-                        f"{label}/mean": flat.mean(),
-                        f"{label}/min": flat.min(),
-                        f"{label}/max": flat.max(),
+                        f"{label}_mean": flat.mean(),
+                        f"{label}_min": flat.min(),
+                        f"{label}_max": flat.max(),
                     }
                 )
         return stats
@@ -349,7 +359,7 @@ class Photo2CartoonTraining(L.LightningModule):
             progress=False,
         )
         values = {k: float(result[k]) for k in (*self.metrics, "kid_std") if k in result}
-        self.log_dict({f"metrics/{k}": v for k, v in values.items()}, rank_zero_only=True)
+        self.log_dict({tags.metric(k): v for k, v in values.items()}, rank_zero_only=True)
         shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items())
         rank_zero_info(f"photo2cartoon: iteration {self.iteration}: {shown} ({result.extractor})")
         return values
@@ -407,4 +417,5 @@ class Photo2CartoonTraining(L.LightningModule):
         real_a, real_b = (t.to(self.device) for t in self.fixed_samples())
         grid = self.sample_grid(real_a, real_b)
         png_dir = os.fspath(self.png_dir) if self.png_dir else None
-        log_image_grid(self.logger, "samples", grid, self.iteration, png_dir, nrow=len(real_a))
+        tag = tags.samples(SAMPLES_NAME)
+        log_image_grid(self.logger, tag, grid, self.iteration, png_dir, nrow=len(real_a))

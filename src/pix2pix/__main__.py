@@ -83,7 +83,11 @@ def train(ctx: StageContext) -> list[str]:
         return []
 
     image_size = int(p.data.crop_size)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    metrics = {
+        k: float(v)
+        for k, v in trainer.callback_metrics.items()
+        if k.startswith(("val/", "metrics/"))
+    }
     save_generator(
         ctx.out_dir / GENERATOR_FILE,
         module.generator,

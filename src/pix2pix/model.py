@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
+from src.common import tags
 from src.common.errors import UserError
 from src.common.visual import log_image_grid
 from src.pix2pix.networks import build_discriminator, build_generator, init_weights
@@ -59,8 +60,9 @@ def linear_decay(n_epochs: int, n_epochs_decay: int) -> Any:
     return factor
 
 
-def step_schedulers_for_epoch(module: L.LightningModule) -> None:
-    """Set every lr scheduler of ``module`` to the epoch about to start, as the reference does.
+def step_schedulers_for_epoch(module: L.LightningModule, epoch: int | None = None) -> None:
+    """Set every lr scheduler of ``module`` to ``epoch`` (default: the current one), as the
+    reference does.
 
     The reference calls ``update_learning_rate()`` at the start of each epoch, so 0-based epoch
     ``e`` runs with the scheduler stepped ``e + 1`` times. Setting the count rather than
@@ -70,8 +72,29 @@ def step_schedulers_for_epoch(module: L.LightningModule) -> None:
         # The first epoch's step comes before any optimizer step, by design.
         warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
         for scheduler in module.lr_schedulers():
-            scheduler.last_epoch = module.current_epoch
+            scheduler.last_epoch = module.current_epoch if epoch is None else epoch
             scheduler.step()
+
+
+def set_epoch_lr_before_monitor(module: L.LightningModule) -> None:
+    """At an epoch's end, set the next epoch's lr (when there is one).
+
+    Lightning runs callbacks' ``on_train_epoch_start`` before the module's, so the lr a
+    ``LearningRateMonitor`` logs at an epoch's start must already be set by then.
+    """
+    following = module.current_epoch + 1
+    max_epochs = module.trainer.max_epochs
+    if max_epochs is None or max_epochs < 0 or following < max_epochs:
+        step_schedulers_for_epoch(module, following)
+
+
+def named_schedulers(schedulers: list[Any], names: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Scheduler configs with the scheme's tags (``train/lr_G``...) as LearningRateMonitor
+    names, one an epoch (the stages step them themselves)."""
+    return [
+        {"scheduler": scheduler, "interval": "epoch", "name": name}
+        for scheduler, name in zip(schedulers, names, strict=True)
+    ]
 
 
 def to_unit(images: torch.Tensor) -> torch.Tensor:
@@ -128,7 +151,7 @@ class Pix2PixModule(L.LightningModule):
         opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=hp.lr, betas=betas)
         factor = linear_decay(hp.n_epochs, hp.n_epochs_decay)
         schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, factor) for opt in (opt_g, opt_d)]
-        return [opt_g, opt_d], schedulers
+        return [opt_g, opt_d], named_schedulers(schedulers, (tags.LR_G, tags.LR_D))
 
     def discriminator_loss(
         self, real_a: torch.Tensor, real_b: torch.Tensor, fake_b: torch.Tensor
@@ -168,30 +191,39 @@ class Pix2PixModule(L.LightningModule):
         opt_g.step()
         self.discriminator.requires_grad_(True)
 
+        size = real_a.shape[0]
         self.log_dict(
             {
-                "train/loss_d": loss_d,
-                "train/loss_g_gan": loss_g_gan,
-                "train/loss_g_l1": loss_g_l1,
+                tags.LOSS_G: loss_g.detach(),
+                tags.LOSS_D: loss_d.detach(),
+                tags.loss_g("gan"): loss_g_gan.detach(),
+                tags.loss_g("l1"): loss_g_l1.detach(),
             },
+            batch_size=size,
+        )
+        self.log_dict(
+            {"loss_d": loss_d, "loss_g_gan": loss_g_gan, "loss_g_l1": loss_g_l1},
             prog_bar=True,
-            batch_size=real_a.shape[0],
+            logger=False,
+            batch_size=size,
         )
 
-    def on_train_epoch_start(self) -> None:
-        """The epoch's learning rate, set before its first step (the reference's order)."""
+    def on_train_start(self) -> None:
+        """The first (or resumed) epoch's lr, set before its first step (the reference's order)."""
         step_schedulers_for_epoch(self)
-        self.log("train/lr", self.optimizers()[0].param_groups[0]["lr"])
+
+    def on_train_epoch_end(self) -> None:
+        set_epoch_lr_before_monitor(self)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         real_a, real_b = batch["A"], batch["B"]
         fake_b = self.generator(real_a)
         size = real_a.shape[0]
-        self.log("val/l1", F.l1_loss(fake_b, real_b), prog_bar=True, batch_size=size)
+        self.log(tags.val("l1"), F.l1_loss(fake_b, real_b), prog_bar=True, batch_size=size)
         self.val_psnr(to_unit(fake_b), to_unit(real_b))
         self.val_ssim(to_unit(fake_b), to_unit(real_b))
-        self.log("val/psnr", self.val_psnr, batch_size=size)
-        self.log("val/ssim", self.val_ssim, batch_size=size)
+        self.log(tags.metric("psnr"), self.val_psnr, batch_size=size)
+        self.log(tags.metric("ssim"), self.val_ssim, batch_size=size)
         wanted = self.hparams.grid_samples - sum(len(rows) for rows in self._grid_rows) // 3
         if wanted > 0 and not self.trainer.sanity_checking:
             self._grid_rows.append(triplet_rows(real_a[:wanted], fake_b[:wanted], real_b[:wanted]))
@@ -201,7 +233,7 @@ class Pix2PixModule(L.LightningModule):
         if self._grid_rows:
             self.last_grid = log_image_grid(
                 self.logger,
-                "val/input_output_target",
+                tags.samples("input_output_target"),
                 torch.cat(self._grid_rows),
                 self.global_step,
                 self.hparams.grid_dir,

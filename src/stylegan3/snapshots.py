@@ -15,6 +15,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from src.common import tags
 from src.common.visual import log_image_grid
 
 MetricsFn = Callable[[Any], dict[str, float]]
@@ -53,7 +54,12 @@ class Snapshots(L.Callback):
         if module.cur_nimg == 0 and trainer.is_global_zero:
             reals = torch.stack([module.dataset[i] for i in range(min(len(module.dataset), 32))])
             log_image_grid(
-                trainer.logger, "stylegan3/reals", reals, 0, self.grid_dir, nrow=self.grid_columns
+                trainer.logger,
+                tags.samples("reals"),
+                reals,
+                0,
+                self.grid_dir,
+                nrow=self.grid_columns,
             )
             self._log_grid(trainer, module)
 
@@ -67,7 +73,7 @@ class Snapshots(L.Callback):
     def _log_grid(self, trainer: L.Trainer, module: Any) -> None:
         log_image_grid(
             trainer.logger,
-            "stylegan3/fakes",
+            tags.samples("fakes"),
             module.sample_grid(),
             module.cur_nimg,
             self.grid_dir,
@@ -95,5 +101,5 @@ class Snapshots(L.Callback):
     def _log_metrics(trainer: L.Trainer, module: Any) -> None:
         for logger in trainer.loggers:
             logger.log_metrics(
-                {f"metrics/{k}": v for k, v in module.last_metrics.items()}, step=module.cur_nimg
+                {tags.metric(k): v for k, v in module.last_metrics.items()}, step=module.cur_nimg
             )

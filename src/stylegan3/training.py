@@ -29,8 +29,10 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from src.common import tags
 from src.common.checkpoint import load_state_dict_checked, save_checkpoint
 from src.common.errors import UserError
+from src.common.progress import TrainingPosition
 from src.stylegan3.dataset import ImageFolderDataset, InfiniteSampler
 from src.stylegan3.legacy import FORMAT, build_network, load_networks
 from src.stylegan3.losses import (
@@ -391,6 +393,12 @@ class StyleGAN3Training(L.LightningModule):
     def done(self) -> bool:
         return self.cur_nimg >= self.options.kimg * 1000
 
+    def progress_position(self) -> TrainingPosition:
+        """kimg shown of the run's kimg (and iterations, for the bar), for the progress bars."""
+        total = math.ceil(self.options.kimg * 1000 / self.options.batch)
+        label = f"kimg {self.kimg:.1f}/{self.options.kimg:g}"
+        return TrainingPosition(self.iteration, total, label)
+
     def run_D(self, images: Tensor, sigma: float) -> Tensor:
         """D's logits for ``images`` after the blur and the augmentation pipe."""
         images = blur(images, sigma)
@@ -460,7 +468,7 @@ class StyleGAN3Training(L.LightningModule):
             self.manual_backward((penalty * o.pl_weight).mean() * o.pl_interval)
             sanitize_gradients(list(self.G.parameters()))
             opt_g.step()
-            self.log("train/pl_penalty", penalty.mean().detach(), prog_bar=True)
+            self.log(tags.train("pl_penalty"), penalty.mean().detach(), prog_bar=True)
 
         # D: logistic loss on fakes (G updates its EMAs here, as in the reference) and reals.
         self._set_d_trainable(True)
@@ -497,7 +505,7 @@ class StyleGAN3Training(L.LightningModule):
             self._accumulate(self._chunks(real), r1_loss)
             sanitize_gradients(self.d_trainable)
             opt_d.step()
-            self.log("train/r1_penalty", torch.cat(penalties).mean(), prog_bar=True)
+            self.log(tags.train("r1_penalty"), torch.cat(penalties).mean(), prog_bar=True)
 
         real_logits, fake_logits = torch.cat(logits["real"]), torch.cat(logits["fake"])
         batch_total = count * self.world_size
@@ -525,7 +533,7 @@ class StyleGAN3Training(L.LightningModule):
         values = {
             "kimg": self.kimg,
             "sec_per_kimg": sec_per_kimg,
-            "p": p,
+            "ada_p": p,
             "loss_G": loss_g.detach(),
             "loss_D": loss_d.detach(),
             "logits_real": real.detach().mean(),
@@ -533,9 +541,9 @@ class StyleGAN3Training(L.LightningModule):
             "peak_mem_gb": peak_memory_gb(self.device),
         }
         for name, value in values.items():
-            self.log(f"train/{name}", value, prog_bar=True)
+            self.log(tags.train(name), value, prog_bar=True)
         if self.ada is not None and math.isfinite(self.ada.rt):
-            self.log("train/ada_rt", float(self.ada.rt))
+            self.log(tags.train("ada_rt"), float(self.ada.rt))
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
         if self.done:

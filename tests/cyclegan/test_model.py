@@ -53,7 +53,7 @@ def test_generator_losses_weights_and_identity_switch() -> None:
     module = tiny_module("resnet_1blocks")
     real_a, real_b = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
     losses, fake_b, _ = module.generator_losses(real_a, real_b)
-    assert set(losses) == {"g_ab_gan", "g_ba_gan", "cycle_a", "cycle_b", "idt_ab", "idt_ba"}
+    assert set(losses) == {"gan_ab", "gan_ba", "cycle_a", "cycle_b", "idt_ab", "idt_ba"}
     with torch.no_grad():
         cycle_a = torch.nn.functional.l1_loss(module.generator_ba(fake_b), real_a)
         idt = torch.nn.functional.l1_loss(module.generator_ab(real_b), real_b)

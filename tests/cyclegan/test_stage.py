@@ -38,7 +38,7 @@ def test_stage_writes_both_generators_grids_and_reference_files(trained_stage: P
         assert grid.size == (6 * 34 + 2, 2 * 34 + 2)
     assert sorted(p.name.rsplit("_", 1)[0] for p in (trained_stage / "grids").glob("*.png"))[
         :2
-    ] == ["val_A_to_B_to_A", "val_A_to_B_to_A"]
+    ] == ["A_to_B_to_A", "A_to_B_to_A"]
 
 
 def test_every_checkpoint_kind_gives_the_same_generator(trained_stage: Path) -> None:

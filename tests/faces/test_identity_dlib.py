@@ -12,6 +12,7 @@ from PIL import Image
 from src.common.data import pairs_from_folders
 from src.faces import align_face, make_detector
 from src.faces.identity_dlib import SAME_PERSON, DlibIdentity
+from src.photo2cartoon.evaluate import identity_report
 from src.pix2pix.evaluate import evaluate_pairs
 
 PHOTOS = Path(__file__).resolve().parents[1] / "data" / "photos"
@@ -95,3 +96,19 @@ def test_pix2pix_evaluation_reports_identity(identity: DlibIdentity, tmp_path: P
     lost = evaluate_pairs(FlatGray(), pairs, 128, identity=identity)
     assert lost["identity_detection_rate"] == 0.0 and lost["identity_distance"] is None
     assert "identity_distance" not in evaluate_pairs(Keep(), pairs, 128)
+
+
+def test_photo2cartoon_identity_report(identity: DlibIdentity) -> None:
+    detector = make_detector("dlib")
+    crops = []
+    for name in ("astronaut.jpg", "grace_hopper.jpg"):
+        photo = load(name)
+        crops.append(align_face(photo, detector.detect(photo)[0], 128).image)
+    photos = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    kept = identity_report(Keep(), photos, identity, batch_size=1)
+    assert kept["identity_pairs"] == 2 and kept["identity_detection_rate"] == 1.0
+    assert kept["identity_distance"] < 0.05 and kept["identity_same_person_rate"] == 1.0
+    generator = FlatGray().train()
+    lost = identity_report(generator, photos, identity)
+    assert lost["identity_detection_rate"] == 0.0 and lost["identity_distance"] is None
+    assert generator.training

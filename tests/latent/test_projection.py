@@ -4,11 +4,13 @@ generator drew from known ws recovers them, on a tiny StyleGAN3 and a tiny Style
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
 
 from src.common.errors import UserError
+from src.latent.project import run_projection
 from src.latent.projection import (
     ProjectionSettings,
     latent_noise_scale,
@@ -155,3 +157,39 @@ def test_projection_refuses_a_target_of_the_wrong_size(setup) -> None:
         project(generator, torch.zeros(3, 16, 16), ProjectionSettings(num_steps=1), stats=stats)
     with pytest.raises(UserError, match="space"):
         project(generator, torch.zeros(3, 16, 16), settings(1, space="z"), stats=stats)
+
+
+class ScalarRecorder:
+    """A SummaryWriter stand-in keeping the tags of every scalar (a context manager, as the
+    projection command uses its writer)."""
+
+    def __init__(self) -> None:
+        self.tags: set[str] = set()
+
+    def __enter__(self) -> ScalarRecorder:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        self.tags.add(tag)
+
+
+def test_projection_steps_are_logged_under_the_tag_scheme(setup) -> None:
+    generator, stats = setup
+    target = drawn(generator, known_ws(generator, seed=3)[0])
+    writer = ScalarRecorder()
+    run_projection(
+        generator,
+        target,
+        settings(2, regularize_noise_weight=1e5),
+        stats=stats,
+        perceptual=None,
+        identity=None,
+        start=None,
+        description="tags",
+        writer=writer,
+    )
+    assert {"train/loss", "train/lr", "train/loss_rec"} <= writer.tags
+    assert all(re.fullmatch(r"train/(loss(_[a-z0-9_]+)?|lr)", tag) for tag in writer.tags)

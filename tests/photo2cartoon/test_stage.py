@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from src.common.errors import UserError
 from src.common.generators import load_generator
+from src.common.images import save_image
 from src.common.stage import CONFIG_DIR
 from src.common.toyfaces.writer import write_toyfaces
 from src.photo2cartoon.__main__ import module_options
@@ -72,9 +76,62 @@ def test_stage_trains_and_exports_a_loadable_generator(tmp_path: Path) -> None:
     assert bundle.family == "photo2cartoon" and bundle.image_size == 32
     assert bundle.module(torch.zeros(1, 3, 32, 32)).shape == (1, 3, 32, 32)
     assert sorted(p.name for p in (out / "samples").glob("*.png")) == [
-        "samples_000002.png",
-        "samples_000003.png",
+        "translations_000002.png",
+        "translations_000003.png",
     ]
+
+
+@pytest.mark.slow
+def test_stage_reports_identity_of_the_test_photos(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from src.common.stage import execute_stage
+    from src.faces import align_face, make_detector
+    from src.photo2cartoon.__main__ import train
+
+    data = tmp_path / "faces"
+    write_toyfaces(
+        data,
+        seed=0,
+        size=32,
+        train_count=4,
+        test_count=0,
+        paired_count=0,
+        bad_fraction=0,
+        progress=False,
+    )
+    # testA: the shipped photos' aligned faces (real-size faces dlib can find); testB: cartoons.
+    detector = make_detector("dlib")
+    for name in ("astronaut.jpg", "grace_hopper.jpg"):
+        photo = np.asarray(Image.open(REPO_ROOT / "tests" / "data" / "photos" / name))
+        crop = align_face(photo, detector.detect(photo)[0], 64).image
+        save_image(Image.fromarray(crop), data / "testA" / f"{Path(name).stem}.png")
+    for path in sorted((data / "trainB").glob("*.png"))[:2]:
+        save_image(Image.open(path), data / "testB" / path.name)
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(
+            "photo2cartoon",
+            [
+                f"paths.root_dir={tmp_path}",
+                f"photo2cartoon.data.root={data}",
+                "photo2cartoon.identity=true",
+                "logger=tensorboard",
+                *TINY,
+            ],
+        )
+    done = execute_stage("photo2cartoon", train, cfg)
+    out = Path(cfg.out_dir)
+    assert "identity.json" in done["outputs"]
+    scores = json.loads((out / "identity.json").read_text())
+    # A 3-iteration 32 px generator keeps no face: none found, so no distance either.
+    assert scores["identity_pairs"] == 2 and scores["identity_detection_rate"] == 0.0
+    assert scores["identity_distance"] is None
+    assert "identity on 2 test photos: face found in 0% of the translations" in (
+        capsys.readouterr().out
+    )
+    events = EventAccumulator(str(next(Path(cfg.paths.log_dir).rglob("events.*")).parent))
+    logged = events.Reload().Scalars("metrics/identity_detection_rate")
+    assert [e.value for e in logged] == [0.0]
 
 
 def _params(**changes: object) -> DictConfig:

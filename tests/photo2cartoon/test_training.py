@@ -90,8 +90,8 @@ def test_one_training_step_updates_all_networks_and_keeps_blends_clipped(
         if name.endswith(("rho", "w_gamma", "w_beta")):
             assert value.min() >= 0 and value.max() <= 1, name
     assert torch.isfinite(torch.stack([v.float().sum() for v in after.values()])).all()
-    grid = sorted(tmp_path.glob("samples_*.png"))
-    assert [p.name for p in grid] == ["samples_000001.png"]
+    grid = sorted(tmp_path.glob("translations_*.png"))
+    assert [p.name for p in grid] == ["translations_000001.png"]
 
 
 def reference_lrs(lr: float, iterations: int) -> list[float]:

@@ -9,6 +9,8 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.loggers import Logger
 from torch.utils.data import DataLoader
 
 from src.common.data import PairedImageDataset, PairTransform, pairs_from_folders
@@ -84,6 +86,28 @@ def reference_epoch_lrs(lr: float, n_epochs: int, n_epochs_decay: int) -> list[f
     return [lr * lambda_rule(steps) for steps in range(1, n_epochs + n_epochs_decay + 1)]
 
 
+class MetricsRecorder(Logger):
+    """A logger keeping every ``log_metrics`` call's values in memory."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[dict[str, float]] = []
+
+    @property
+    def name(self) -> str:
+        return "memory"
+
+    @property
+    def version(self) -> int:
+        return 0
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.rows.append(dict(metrics))
+
+    def log_hyperparams(self, params: object, *args: object, **kwargs: object) -> None:
+        """Nothing to keep."""
+
+
 class LrRecorder(L.Callback):
     """The generator's and the discriminator's lr at every training batch."""
 
@@ -105,14 +129,15 @@ def test_lr_follows_the_reference_epoch_by_epoch(toy_pairs: Path) -> None:
         generator, {"ndf": 4, "input_nc": 6}, lr=2e-4, n_epochs=3, n_epochs_decay=4
     )
     recorder = LrRecorder()
+    logger = MetricsRecorder()
     trainer = L.Trainer(
         max_epochs=7,
-        logger=False,
+        logger=logger,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         accelerator="cpu",
-        callbacks=[recorder],
+        callbacks=[recorder, LearningRateMonitor(logging_interval="epoch")],
     )
     trainer.fit(module, DataLoader(data, batch_size=1))
     expected = reference_epoch_lrs(2e-4, 3, 4)
@@ -120,13 +145,16 @@ def test_lr_follows_the_reference_epoch_by_epoch(toy_pairs: Path) -> None:
     assert expected[0] == expected[1] == 2e-4 and expected[2] < 2e-4 and expected[-1] == 0
     assert [g for g, _ in recorder.seen] == pytest.approx(expected)
     assert [d for _, d in recorder.seen] == pytest.approx(expected)
+    # The monitor logs each epoch's lr under the scheme's names, the lr that epoch ran at.
+    for name in ("train/lr_G", "train/lr_D"):
+        assert [m[name] for m in logger.rows if name in m] == pytest.approx(expected)
 
 
 def test_a_restarted_epoch_keeps_its_lr() -> None:
     # Lightning restarts an interrupted epoch on resume: its lr must not move a second step.
     module = tiny_module(n_epochs=1, n_epochs_decay=3)
-    optimizers, schedulers = module.configure_optimizers()
-    module.lr_schedulers = lambda: schedulers
+    optimizers, configs = module.configure_optimizers()
+    module.lr_schedulers = lambda: [config["scheduler"] for config in configs]
     for _ in range(2):
         step_schedulers_for_epoch(module)
         assert [o.param_groups[0]["lr"] for o in optimizers] == pytest.approx([1.5e-4] * 2)
@@ -144,10 +172,12 @@ def test_one_training_step_updates_d_then_g(toy_pairs: Path) -> None:
     for net in ("generator.down.0.conv.weight", "discriminator.model.0.weight"):
         assert not torch.equal(before[net], after[net]), net
     losses = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    assert {"train/loss_d", "train/loss_g_gan", "train/loss_g_l1"} <= losses.keys()
+    assert {"train/loss_G", "train/loss_D", "train/loss_G_gan", "train/loss_G_l1"} <= losses.keys()
     assert all(math.isfinite(v) for v in losses.values())
     # D saw the real pair and the detached fake pair: at init its loss is near log 2.
-    assert 0.3 < losses["train/loss_d"] < 1.2
+    assert 0.3 < losses["train/loss_D"] < 1.2
+    total = losses["train/loss_G_gan"] + module.hparams.lambda_l1 * losses["train/loss_G_l1"]
+    assert losses["train/loss_G"] == pytest.approx(total, rel=1e-5)
 
 
 @pytest.mark.slow
@@ -205,7 +235,7 @@ def test_smoke_stage_trains_on_the_filtered_manifest(toy_pairs: Path, tmp_path: 
     assert truth["pairs"] == 12 and 0 < truth["l1"] < 2
     assert "ground-truth pairs" in result.stdout
     val = bundle.meta["val"]
-    assert {"val/l1", "val/psnr", "val/ssim"} <= set(val) and val["val/psnr"] > 0
+    assert {"val/l1", "metrics/psnr", "metrics/ssim"} <= set(val) and val["metrics/psnr"] > 0
 
     # The Lightning checkpoint exports to the same generator (TorchScript, through the CLI).
     exported = run_module(

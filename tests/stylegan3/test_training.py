@@ -62,7 +62,14 @@ def test_one_training_step_updates_g_d_and_g_ema(tmp_path: Path, architecture: s
             getattr(module.G.synthesis, n).conv_kernel == 1 for n in module.G.synthesis.layer_names
         )
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
-    assert (tmp_path / "run" / "grids" / f"stylegan3_fakes_{BATCH:06d}.png").is_file()
+    assert (tmp_path / "run" / "grids" / f"fakes_{BATCH:06d}.png").is_file()
+
+
+def test_progress_bars_count_kimg_of_the_run(tmp_path: Path) -> None:
+    module = StyleGAN3Training(tiny_options(write_images(tmp_path / "data"), kimg=1.6))
+    module.cur_nimg, module.iteration = 800, 100
+    position = module.progress_position()
+    assert (position.done, position.total, position.label) == (100, 400, "kimg 0.8/1.6")
 
 
 def test_d_optimizer_carries_the_lazy_r1_correction(tmp_path: Path) -> None:

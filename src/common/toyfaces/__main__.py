@@ -11,6 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from src.common import tags
 from src.common.stage import StageContext, run_stage
 from src.common.toyfaces.writer import write_toyfaces
 from src.common.visual import write_tensorboard_picture
@@ -35,7 +36,7 @@ def generate(ctx: StageContext) -> list[str]:
     if sheet.exists():
         with Image.open(sheet) as picture:
             log_dir = Path(ctx.cfg.paths.log_dir) / ctx.stage
-            write_tensorboard_picture(log_dir, "toyfaces/contact_sheet", picture)
+            write_tensorboard_picture(log_dir, tags.samples("contact_sheet"), picture)
     return outputs
 
 
