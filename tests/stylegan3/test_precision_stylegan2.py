@@ -290,3 +290,19 @@ def test_ada_pickle_records_fp16_options_that_load_as_recorded(
     got = outputs(loaded["G"].eval(), loaded["G_ema"].eval(), loaded["D"].eval())
     for ref, out in zip(outputs(*ours), got, strict=True):
         torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
+
+
+@pytest.mark.cuda
+def test_fp16_blocks_compute_in_float16_on_cuda() -> None:
+    # Without the CPU switch: the official rule, float16 on CUDA for the fp16 blocks only.
+    generator = tiny_generator(num_fp16_res=2, fp16_channels_last=True).cuda()
+    dtypes = record_dtypes(generator)
+    z = torch.randn(4, 16, device="cuda")
+    with torch.no_grad():
+        image = generator(z, None, noise_mode="const")
+        reference = generator(z, None, noise_mode="const", force_fp32=True)
+    for res in (4, 8, 16, 32):
+        dtype = torch.float16 if res >= 16 else torch.float32
+        assert dtypes[f"synthesis.b{res}"] == (dtype, torch.float32), res
+    assert image.dtype == torch.float32 and torch.isfinite(image).all()
+    assert (image - reference).abs().max() / reference.abs().max() < 1e-2
