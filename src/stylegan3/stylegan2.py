@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from src.stylegan3.layers import Conv2dLayer, FullyConnectedLayer, MappingNetwork
 from src.stylegan3.ops import bias_act, setup_filter, upfirdn2d, upsample2d
 from src.stylegan3.ops.bias_act import ACTIVATIONS
-from src.stylegan3.precision import layer_dtype, layer_memory_format
+from src.stylegan3.precision import layer_dtype, layer_memory_format, weight_memory_format
 
 ARCHITECTURES = ("orig", "skip", "resnet")
 NOISE_MODES = ("random", "const", "none")
@@ -90,11 +90,6 @@ def modulated_conv2d(
     return x if noise is None else x + noise.to(x.dtype)
 
 
-def weight_layout(channels_last: bool) -> torch.memory_format:
-    """The memory format of a conv weight in a block built with ``channels_last``."""
-    return torch.channels_last if channels_last else torch.contiguous_format
-
-
 class SynthesisLayer(nn.Module):
     """Modulated conv (optionally upsampling 2x), noise, bias, activation and clamp, in the
     input's dtype (``channels_last``: the weight is stored channels-last, as the block's input)."""
@@ -127,7 +122,7 @@ class SynthesisLayer(nn.Module):
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
         self.weight = nn.Parameter(
             torch.randn([out_channels, in_channels, kernel_size, kernel_size]).to(
-                memory_format=weight_layout(channels_last)
+                memory_format=weight_memory_format(channels_last)
             )
         )
         if use_noise:
@@ -195,7 +190,7 @@ class ToRGBLayer(nn.Module):
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
         self.weight = nn.Parameter(
             torch.randn([out_channels, in_channels, kernel_size, kernel_size]).to(
-                memory_format=weight_layout(channels_last)
+                memory_format=weight_memory_format(channels_last)
             )
         )
         self.bias = nn.Parameter(torch.zeros([out_channels]))
