@@ -307,3 +307,16 @@ def test_g_ema_samples_in_eval_mode_with_fused_convs(tmp_path: Path, monkeypatch
     calls.clear()
     module.sample_grid()
     assert calls and all(calls)
+
+
+def test_fp16_blocks_follow_num_fp16_res(tmp_path: Path) -> None:
+    from src.stylegan3.precision import fp16_layers
+
+    data = write_images(tmp_path / "data")
+    module = StyleGAN3Training(sg2_options(data))
+    # The recipe's num_fp16_res 4 at 16 px: blocks from max(2 ** (4 + 1 - 4), 8) = 8 px up.
+    for generator in (module.G, module.G_ema):
+        assert [block.resolution for block in fp16_layers(generator)] == [8, 16]
+        assert generator.synthesis.b16.conv1.conv_clamp == 256
+    fp32_kwargs = generator_kwargs("stylegan2", RESOLUTION, BATCH, {**TINY_SG2, "num_fp16_res": 0})
+    assert fp16_layers(StyleGAN3Training(sg2_options(data, G_kwargs=fp32_kwargs)).G) == []
