@@ -1,10 +1,14 @@
-"""Lightning's precision flag (``trainer.precision=bf16-mixed``) on the image-to-image stages and
-the cleaner: a few steps on CPU in bfloat16 autocast train every network and keep float32
-weights. (16-mixed is the same flag on GPUs; the StyleGAN stages run their own fp16 layers.)"""
+"""Lightning's precision flag (``trainer.precision=bf16-mixed``) on the image-to-image stages, the
+cleaner and the encoder: a few steps on CPU in bfloat16 autocast train every network and keep
+float32 weights. (16-mixed is the same flag on GPUs; the StyleGAN stages run their own fp16
+layers, and so does the encoder's frozen generator.)"""
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -13,9 +17,17 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from src.cleaner.model import GoodBadClassifier
+from src.common.images import save_image
 from src.cyclegan.model import CycleGANModule
+from src.encoder.module import EncoderTraining
+from src.encoder.networks import build_encoder
 from src.photo2cartoon.training import Photo2CartoonTraining
 from src.pix2pix.model import Pix2PixModule
+from src.stylegan3.generate import to_pil
+from src.stylegan3.generator import SynthesisLayer
+from src.stylegan3.networks import Generator
+from tests.conftest import run_module
+from tests.stylegan3.tiny import G_KWARGS, write_tiny_checkpoint
 
 SIZE = 32
 
@@ -23,14 +35,14 @@ SIZE = 32
 class RandomItems(Dataset):
     """``count`` items made by ``make(generator)`` from a fixed seed."""
 
-    def __init__(self, make: Callable[[torch.Generator], dict[str, Any]], count: int = 4) -> None:
+    def __init__(self, make: Callable[[torch.Generator], Any], count: int = 4) -> None:
         generator = torch.Generator().manual_seed(0)
         self.items = [make(generator) for _ in range(count)]
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int) -> Any:
         return self.items[index]
 
 
@@ -78,6 +90,21 @@ def cleaner() -> tuple[L.LightningModule, RandomItems]:
     return module, data
 
 
+def encoder() -> tuple[L.LightningModule, RandomItems]:
+    """e4e with its latent discriminator against a tiny StyleGAN3; the output dtype of every
+    generator layer is kept in ``module.generator_dtypes``."""
+    generator = Generator(**G_KWARGS)
+    config = {"kind": "e4e", "n_styles": generator.num_ws, "w_dim": 16, "input_size": 32}
+    network = build_encoder({**config, "widths": (8, 16, 16, 16), "units": (1, 1, 1, 1)})
+    weights = {"l2": 1.0, "delta_norm": 2e-4, "w_discriminator": 0.1, "r1": 10.0}
+    module = EncoderTraining(network, generator, weights=weights, progressive_start=None)
+    module.generator_dtypes = set()
+    for layer in generator.modules():
+        if isinstance(layer, SynthesisLayer):
+            layer.register_forward_hook(lambda _m, _i, out: module.generator_dtypes.add(out.dtype))
+    return module, RandomItems(lambda g: image(g, G_KWARGS["img_resolution"]))
+
+
 def train(make: Callable, precision: str) -> tuple[L.LightningModule, set[str], L.Trainer]:
     """A few steps of ``make()``'s module; returns it, the parameters that moved and the
     trainer. Every Conv2d output dtype seen is kept in ``module.conv_dtypes``."""
@@ -106,7 +133,7 @@ def train(make: Callable, precision: str) -> tuple[L.LightningModule, set[str], 
 
 @pytest.mark.parametrize(
     "make",
-    [pix2pix, cyclegan, pytest.param(photo2cartoon, marks=pytest.mark.slow), cleaner],
+    [pix2pix, cyclegan, pytest.param(photo2cartoon, marks=pytest.mark.slow), cleaner, encoder],
     ids=lambda make: make.__name__,
 )
 def test_stage_module_trains_on_cpu_in_bf16_mixed(make: Callable) -> None:
@@ -120,3 +147,41 @@ def test_stage_module_trains_on_cpu_in_bf16_mixed(make: Callable) -> None:
     reference, moved_fp32, _ = train(make, "32-true")
     assert reference.conv_dtypes == {torch.float32}
     assert moved == moved_fp32 and moved
+
+
+def test_encoder_generator_keeps_its_own_precision_under_bf16() -> None:
+    # The frozen StyleGAN renders in float32 on the CPU (its fp16 layers on CUDA), as the
+    # StyleGAN stages run it, while the encoder computes in bfloat16.
+    module, _, _ = train(encoder, "bf16-mixed")
+    assert module.conv_dtypes == {torch.bfloat16}
+    assert module.generator_dtypes == {torch.float32}
+
+
+@pytest.mark.slow
+def test_encoder_stage_runs_in_bf16_mixed(tmp_path: Path) -> None:
+    from tests.encoder.test_stage import TINY
+
+    generator = write_tiny_checkpoint(tmp_path / "G.pt")
+    noise = torch.Generator().manual_seed(0)
+    pictures = to_pil(torch.stack([image(noise, G_KWARGS["img_resolution"]) for _ in range(12)]))
+    for index, picture in enumerate(pictures):
+        save_image(picture, tmp_path / ("val" if index >= 8 else "train") / f"{index:03d}.png")
+    result = run_module(
+        "src.encoder",
+        f"encoder.data={tmp_path / 'train'}",
+        f"encoder.val_data={tmp_path / 'val'}",
+        f"encoder.generator={generator}",
+        f"paths.root_dir={tmp_path}",
+        *TINY,
+        "encoder.steps=2",
+        "encoder.val_every=1",
+        "trainer.precision=bf16-mixed",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "bfloat16 Automatic Mixed Precision" in result.stdout + result.stderr
+    out = tmp_path / "runs" / "default" / "encoder"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert all(math.isfinite(value) for value in metrics["encoder"].values()), metrics
+    state = torch.load(out / "encoder.pt", weights_only=True)
+    weights = [v for v in state["state_dict"].values() if v.is_floating_point()]
+    assert weights and {v.dtype for v in weights} == {torch.float32}

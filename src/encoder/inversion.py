@@ -39,8 +39,11 @@ def resize_to(images: Tensor, size: int) -> Tensor:
 
 
 def render(generator: nn.Module, ws: Tensor) -> Tensor:
-    """The generator's synthesis of ``ws`` (StyleGAN2 with constant noise), in [-1, 1]-ish."""
-    return generator.synthesis(ws, **noise_kwargs(generator, "const"))
+    """The generator's float32 synthesis of ``ws`` (StyleGAN2 with constant noise), in
+    [-1, 1]-ish. The generator keeps its own precision (its fp16 layers on CUDA, else float32)
+    under a Lightning ``bf16-mixed`` / ``16-mixed`` autocast, as the StyleGAN stages do."""
+    with torch.autocast(ws.device.type, enabled=False):
+        return generator.synthesis(ws.float(), **noise_kwargs(generator, "const"))
 
 
 def check_fits(bundle: EncoderBundle, generator: nn.Module) -> None:

@@ -114,7 +114,8 @@ class EncoderTraining(L.LightningModule):
 
     def _mapped_ws(self, count: int) -> Tensor:
         z = torch.randn(count, self.generator.z_dim, device=self.device)
-        return self.generator.mapping(z, None)[:, 0]
+        with torch.autocast(self.device.type, enabled=False):  # the generator's own precision
+            return self.generator.mapping(z, None)[:, 0]
 
     def training_step(self, batch: Tensor, batch_idx: int) -> None:
         optimizers = self.optimizers()

@@ -312,9 +312,16 @@ def modulated_conv2d(
     input_gain: Tensor | None = None,
 ) -> Tensor:
     """Per-sample conv with weights scaled by ``styles`` along input channels (and normalised
-    to unit output variance when ``demodulate``), run as one grouped conv over the batch."""
+    to unit output variance when ``demodulate``), run as one grouped conv over the batch.
+
+    With ``demodulate`` the weight (per output channel) and the styles are first scaled to unit
+    RMS, as the reference does: demodulation cancels the scale, and the products stay in range
+    for float16."""
     batch, in_channels, height, width = x.shape
     out_channels = weight.shape[0]
+    if demodulate:
+        weight = weight * weight.square().mean(dim=[1, 2, 3], keepdim=True).rsqrt()
+        styles = styles * styles.square().mean().rsqrt()
     w = weight.unsqueeze(0) * styles.reshape(batch, 1, in_channels, 1, 1)
     if demodulate:
         w = w * (w.square().sum(dim=[2, 3, 4], keepdim=True) + 1e-8).rsqrt()

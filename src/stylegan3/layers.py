@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from src.stylegan3.ops import bias_act, downsample2d, setup_filter, upfirdn2d, upsample2d
 from src.stylegan3.ops.bias_act import ACTIVATIONS
+from src.stylegan3.precision import weight_memory_format
 
 
 def normalize_2nd_moment(x: Tensor, dim: int = 1, eps: float = 1e-8) -> Tensor:
@@ -93,10 +94,9 @@ class Conv2dLayer(nn.Module):
         self.padding = kernel_size // 2
         self.weight_gain = 1 / math.sqrt(in_channels * kernel_size**2)
         self.act_gain = ACTIVATIONS[activation].default_gain
-        memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.weight = nn.Parameter(
             torch.randn([out_channels, in_channels, kernel_size, kernel_size]).to(
-                memory_format=memory_format
+                memory_format=weight_memory_format(channels_last)
             )
         )
         self.bias = nn.Parameter(torch.zeros([out_channels])) if bias else None

@@ -1,6 +1,7 @@
 """Mixed precision as NVIDIA's StyleGAN networks run it.
 
-Each layer (G) or block (D) at the ``num_fp16_res`` highest resolutions is built with
+Each layer (StyleGAN3 G) or block (StyleGAN2 G, D) at the ``num_fp16_res`` highest resolutions
+is built with
 ``use_fp16``; it then computes in float16 on CUDA unless the caller passes ``force_fp32``. The
 weights stay float32 parameters and are cast per forward, ``conv_clamp`` keeps float16
 activations in range, and everything runs in float32 on other devices.
@@ -23,6 +24,11 @@ def layer_dtype(use_fp16: bool, force_fp32: bool, device: torch.device) -> torch
     return torch.float32
 
 
+def weight_memory_format(channels_last: bool) -> torch.memory_format:
+    """The layout of a conv weight in a block built channels-last (its input's layout in fp16)."""
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
 def layer_memory_format(channels_last: bool, dtype: torch.dtype) -> torch.memory_format:
     """Channels-last for a block built with it while it runs in float16 (as the reference)."""
     if channels_last and dtype == torch.float16:
@@ -31,7 +37,8 @@ def layer_memory_format(channels_last: bool, dtype: torch.dtype) -> torch.memory
 
 
 def fp16_layers(network: nn.Module) -> list[nn.Module]:
-    """The layers (G) or blocks (D) of ``network`` built to run in float16."""
+    """The layers (StyleGAN3 G) or blocks (StyleGAN2 G, D) of ``network`` built to run in
+    float16."""
     return [module for module in network.modules() if getattr(module, "use_fp16", False)]
 
 

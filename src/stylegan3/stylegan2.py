@@ -6,6 +6,11 @@ upsamples with a modulated 3x3 conv (transposed, then the [1, 3, 3, 1] FIR filte
 noise, and in the ``skip`` architecture adds its ToRGB output to the upsampled image of the block
 below. ``num_ws = 2 * log2(resolution) - 2``: every conv takes one w and a block's ToRGB shares
 the w of the next block's first conv. Parameter and buffer names match the official pickles.
+
+Mixed precision as the official networks: the blocks at the ``num_fp16_res`` highest resolutions
+(never below 8 px) compute in float16 on CUDA (``precision.layer_dtype``; float32 elsewhere and
+with ``force_fp32``), channels-last with ``fp16_channels_last``; their float32 weights are cast
+per forward, ``conv_clamp`` bounds every layer's activations, and the skip image stays float32.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from torch import Tensor, nn
 from src.stylegan3.layers import Conv2dLayer, FullyConnectedLayer, MappingNetwork
 from src.stylegan3.ops import bias_act, setup_filter, upfirdn2d, upsample2d
 from src.stylegan3.ops.bias_act import ACTIVATIONS
+from src.stylegan3.precision import layer_dtype, layer_memory_format, weight_memory_format
 
 ARCHITECTURES = ("orig", "skip", "resnet")
 NOISE_MODES = ("random", "const", "none")
@@ -85,7 +91,8 @@ def modulated_conv2d(
 
 
 class SynthesisLayer(nn.Module):
-    """Modulated conv (optionally upsampling 2x), noise, bias, activation and clamp."""
+    """Modulated conv (optionally upsampling 2x), noise, bias, activation and clamp, in the
+    input's dtype (``channels_last``: the weight is stored channels-last, as the block's input)."""
 
     def __init__(
         self,
@@ -114,7 +121,9 @@ class SynthesisLayer(nn.Module):
         self.act_gain = ACTIVATIONS[activation].default_gain
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
         self.weight = nn.Parameter(
-            torch.randn([out_channels, in_channels, kernel_size, kernel_size])
+            torch.randn([out_channels, in_channels, kernel_size, kernel_size]).to(
+                memory_format=weight_memory_format(channels_last)
+            )
         )
         if use_noise:
             self.register_buffer("noise_const", torch.randn([resolution, resolution]))
@@ -180,7 +189,9 @@ class ToRGBLayer(nn.Module):
         self.conv_clamp = conv_clamp
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
         self.weight = nn.Parameter(
-            torch.randn([out_channels, in_channels, kernel_size, kernel_size])
+            torch.randn([out_channels, in_channels, kernel_size, kernel_size]).to(
+                memory_format=weight_memory_format(channels_last)
+            )
         )
         self.bias = nn.Parameter(torch.zeros([out_channels]))
         self.weight_gain = 1 / math.sqrt(in_channels * kernel_size**2)
@@ -208,11 +219,13 @@ class SynthesisBlock(nn.Module):
         conv_clamp: float | None = None,
         use_fp16: bool = False,
         fp16_channels_last: bool = False,
-        fused_modconv_default: bool | str = "inference_only",
+        fused_modconv_default: bool | str | None = None,
         **layer_kwargs: object,
     ) -> None:
-        """``fused_modconv_default``: per-sample (fused) weights always (True), never (False)
-        or only outside training (``inference_only``, StyleGAN2-ADA's rule)."""
+        """``fused_modconv_default``: per-sample (fused) weights always (True), never (False),
+        only outside training (``inference_only``, the StyleGAN3 repository's stylegan2 cfg) or,
+        None (StyleGAN2-ADA, whose pickles record no default), outside training when the block
+        runs in float32 or on a batch of one."""
         super().__init__()
         if architecture not in ARCHITECTURES:
             raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}")
@@ -224,8 +237,9 @@ class SynthesisBlock(nn.Module):
         self.is_last = is_last
         self.architecture = architecture
         self.fused_modconv_default = fused_modconv_default
-        # Recorded as the release records it; this implementation runs in float32.
         self.use_fp16 = use_fp16
+        self.channels_last = use_fp16 and fp16_channels_last
+        layout = {"channels_last": self.channels_last}
         self.register_buffer("resample_filter", setup_filter(resample_filter))
         self.num_conv = 0
         self.num_torgb = 0
@@ -240,6 +254,7 @@ class SynthesisBlock(nn.Module):
                 up=2,
                 resample_filter=resample_filter,
                 conv_clamp=conv_clamp,
+                **layout,
                 **layer_kwargs,
             )
             self.num_conv += 1
@@ -249,15 +264,24 @@ class SynthesisBlock(nn.Module):
             w_dim=w_dim,
             resolution=resolution,
             conv_clamp=conv_clamp,
+            **layout,
             **layer_kwargs,
         )
         self.num_conv += 1
         if is_last or architecture == "skip":
-            self.torgb = ToRGBLayer(out_channels, img_channels, w_dim=w_dim, conv_clamp=conv_clamp)
+            self.torgb = ToRGBLayer(
+                out_channels, img_channels, w_dim=w_dim, conv_clamp=conv_clamp, **layout
+            )
             self.num_torgb += 1
         if in_channels != 0 and architecture == "resnet":
             self.skip = Conv2dLayer(
-                in_channels, out_channels, 1, bias=False, up=2, resample_filter=resample_filter
+                in_channels,
+                out_channels,
+                1,
+                bias=False,
+                up=2,
+                resample_filter=resample_filter,
+                **layout,
             )
 
     def forward(
@@ -270,16 +294,22 @@ class SynthesisBlock(nn.Module):
         update_emas: bool = False,
         **layer_kwargs: object,
     ) -> tuple[Tensor, Tensor | None]:
-        """Features and image at this resolution from those of the block below (None for the
-        first block); ``ws`` holds this block's num_conv + num_torgb ws. ``force_fp32`` and
-        ``update_emas`` are accepted as the release's signature has them."""
+        """Features (in the block's dtype) and float32 image at this resolution from those of
+        the block below (None for the first block); ``ws`` holds this block's num_conv +
+        num_torgb ws. ``update_emas`` is accepted as the release's signature has it."""
         w_iter = iter(ws.unbind(dim=1))
+        dtype = layer_dtype(self.use_fp16, force_fp32, ws.device)
+        memory_format = layer_memory_format(self.channels_last, dtype)
         if fused_modconv is None:
             fused_modconv = self.fused_modconv_default
-        if fused_modconv == "inference_only":
+        if fused_modconv is None:
+            fused_modconv = not self.training and (dtype == torch.float32 or ws.shape[0] == 1)
+        elif fused_modconv == "inference_only":
             fused_modconv = not self.training
         if self.in_channels == 0:
             x = self.const.unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
+        x = x.to(dtype=dtype, memory_format=memory_format)
+        if self.in_channels == 0:
             x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)
         elif self.architecture == "resnet":
             y = self.skip(x, gain=math.sqrt(0.5))
@@ -294,7 +324,8 @@ class SynthesisBlock(nn.Module):
         if img is not None:
             img = upsample2d(img, self.resample_filter)
         if self.is_last or self.architecture == "skip":
-            y = self.torgb(x, next(w_iter), fused_modconv=fused_modconv).to(torch.float32)
+            y = self.torgb(x, next(w_iter), fused_modconv=fused_modconv)
+            y = y.to(dtype=torch.float32, memory_format=torch.contiguous_format)
             img = y if img is None else img + y
         return x, img
 
@@ -357,7 +388,7 @@ class SynthesisNetwork(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"w_dim={self.w_dim}, num_ws={self.num_ws}, img_resolution={self.img_resolution}, "
-            f"img_channels={self.img_channels}"
+            f"img_channels={self.img_channels}, num_fp16_res={self.num_fp16_res}"
         )
 
 

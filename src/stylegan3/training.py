@@ -263,9 +263,9 @@ class StyleGAN3Training(L.LightningModule):
         self.D_config = options.D_kwargs
         self.G = build_network("G", self.G_config, options.family)
         self.D = build_network("D", self.D_config)
-        # Mode does not matter to these networks (no dropout or batch norm); G_ema is never
-        # trained, only averaged.
-        self.G_ema = copy.deepcopy(self.G).requires_grad_(False)
+        # G trains in training mode, G_ema (never trained, only averaged) stays in eval mode, as
+        # in the reference: StyleGAN2 blocks pick fused or unfused modulated convs by it.
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         # Running mean of the path lengths, the target of the path length penalty (saved with
         # the schedule's state, so that older checkpoints still load).
         self.register_buffer("pl_mean", torch.zeros([]), persistent=False)

@@ -16,7 +16,7 @@ from PIL import Image
 
 from src.stylegan3 import precision
 from src.stylegan3.discriminator import DiscriminatorBlock, MinibatchStdLayer
-from src.stylegan3.generator import SynthesisLayer, SynthesisNetwork
+from src.stylegan3.generator import SynthesisLayer, SynthesisNetwork, modulated_conv2d
 from src.stylegan3.legacy import build_network
 from src.stylegan3.networks import Discriminator, Generator
 from src.stylegan3.precision import fp16_layers
@@ -24,12 +24,6 @@ from src.stylegan3.precision import fp16_layers
 TINY_G = {"z_dim": 16, "c_dim": 0, "w_dim": 16, "img_resolution": 32, "img_channels": 3}
 TINY_G_CHANNELS = {"channel_base": 512, "channel_max": 16}
 TINY_D_CHANNELS = {"channel_base": 256, "channel_max": 16}
-
-
-@pytest.fixture
-def fp16_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Let fp16 layers compute in float16 on the CPU, as they do on CUDA."""
-    monkeypatch.setattr(precision, "FP16_DEVICE_TYPES", {"cuda", "cpu"})
 
 
 def tiny_generator(seed: int = 0, **kwargs: object) -> Generator:
@@ -112,6 +106,20 @@ def test_generator_runs_float32_on_cpu_and_without_fp16_resolutions(fp16_on_cpu:
     dtypes = output_dtypes(generator, (SynthesisLayer,))
     generator(z, None)
     assert set(dtypes.values()) == {torch.float32}
+
+
+@pytest.mark.parametrize("scale", [1e-12, 1e10])
+def test_modulated_conv_prenormalises_weight_and_styles_as_the_reference(scale: float) -> None:
+    # The reference scales the weight (per output channel) and the styles to unit RMS before
+    # modulating: demodulation cancels any scale, so neither underflow into the 1e-8 epsilon nor
+    # float32 overflow of the modulated weights ((1e10 * 1e10) ** 2) changes the result.
+    generator = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 6, 5, 5, generator=generator)
+    weight = torch.randn(4, 6, 3, 3, generator=generator)
+    styles = torch.rand(2, 6, generator=generator) + 0.5
+    reference = modulated_conv2d(x, weight, styles, padding=2)
+    scaled = modulated_conv2d(x, weight * scale, styles * scale, padding=2)
+    torch.testing.assert_close(scaled, reference, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("fp16", [False, True])
@@ -220,24 +228,27 @@ def test_mbstd_num_channels_zero_drops_the_layer_as_the_official_code() -> None:
     assert disc(torch.randn(3, 3, 32, 32), None).shape == (3, 1)
 
 
+@pytest.mark.parametrize("family", ["stylegan3", "stylegan2"])
 def test_generate_dataset_gen_and_metrics_run_the_fp16_layers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, family: str
 ) -> None:
     # Each loads networks through load_networks and calls them as the official tools do, so
-    # with float16 enabled (CUDA; here the CPU) their pictures come from the fp16 layers.
+    # with float16 enabled (CUDA; here the CPU) their pictures come from the fp16 layers (or,
+    # for StyleGAN2, blocks).
     from src.dataset_gen.pairs import PairRenderer
     from src.stylegan3.legacy import load_networks
     from src.stylegan3.metrics import generator_sampler
     from tests.stylegan3.test_generate import run_generate
     from tests.stylegan3.tiny import write_tiny_checkpoint
 
-    ckpt = write_tiny_checkpoint(tmp_path / "g.pt")
+    ckpt = write_tiny_checkpoint(tmp_path / "g.pt", family=family)
 
     def outputs(tag: str) -> dict[str, torch.Tensor]:
         folder = run_generate(ckpt, tmp_path / tag)
         pictures = [np.asarray(Image.open(folder / f"seed{s:04d}.png")) for s in range(5)]
         networks = load_networks(ckpt)
         pair = PairRenderer(networks["G_ema"], load_networks(ckpt)["G_ema"]).images([0, 1])
+        torch.manual_seed(0)  # the metrics draw StyleGAN2's noise at random, as the reference
         return {
             "generate": torch.from_numpy(np.stack(pictures)).float(),
             "dataset_gen": pair[1],

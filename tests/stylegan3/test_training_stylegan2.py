@@ -287,3 +287,36 @@ def test_stages_train_a_photo_generator_then_fine_tune_it(tmp_path: Path) -> Non
         tuned["D"].state_dict()["b16.conv1.weight"], start["D"].state_dict()["b16.conv1.weight"]
     )
     assert (Path(tune_cfg.out_dir) / "init_vs_final.png").is_file()
+
+
+def test_g_ema_samples_in_eval_mode_with_fused_convs(tmp_path: Path, monkeypatch) -> None:
+    # As the reference: G trains in training mode (unfused modulated convs under the stylegan2
+    # cfg's inference_only rule), G_ema stays in eval mode, so grids and metrics run fused.
+    calls: list[bool] = []
+    real = stylegan2.modulated_conv2d
+
+    def spy(*args: Any, fused_modconv: bool = True, **kwargs: Any) -> torch.Tensor:
+        calls.append(fused_modconv)
+        return real(*args, fused_modconv=fused_modconv, **kwargs)
+
+    monkeypatch.setattr(stylegan2, "modulated_conv2d", spy)
+    module = StyleGAN3Training(sg2_options(write_images(tmp_path / "data"), pl_weight=0.0))
+    fit(module, tmp_path / "run")
+    assert False in calls, "G trained with fused convs"
+    assert module.G.training and not module.G_ema.training
+    calls.clear()
+    module.sample_grid()
+    assert calls and all(calls)
+
+
+def test_fp16_blocks_follow_num_fp16_res(tmp_path: Path) -> None:
+    from src.stylegan3.precision import fp16_layers
+
+    data = write_images(tmp_path / "data")
+    module = StyleGAN3Training(sg2_options(data))
+    # The recipe's num_fp16_res 4 at 16 px: blocks from max(2 ** (4 + 1 - 4), 8) = 8 px up.
+    for generator in (module.G, module.G_ema):
+        assert [block.resolution for block in fp16_layers(generator)] == [8, 16]
+        assert generator.synthesis.b16.conv1.conv_clamp == 256
+    fp32_kwargs = generator_kwargs("stylegan2", RESOLUTION, BATCH, {**TINY_SG2, "num_fp16_res": 0})
+    assert fp16_layers(StyleGAN3Training(sg2_options(data, G_kwargs=fp32_kwargs)).G) == []
