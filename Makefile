@@ -4,6 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist): one per core by default; TEST_WORKERS=0 runs them in one process.
+TEST_WORKERS ?= auto
 # Extra package index for another torch build: the default one from PyPI is CUDA 13's (~6 GB with
 # its libraries, needs a recent driver). E.g. TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
@@ -24,7 +26,7 @@ demo: install
 	$(PY) -m src.pipeline +experiment=smoke
 
 test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

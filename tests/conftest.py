@@ -36,8 +36,25 @@ def repo_root() -> Path:
     return REPO_ROOT
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, share the cores among the workers instead of oversubscribing them.
+
+    Each worker (and each ``python -m`` stage it starts) would otherwise run as many torch
+    threads as the machine has cores. A thread count the user set (OMP_NUM_THREADS) is kept.
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        import torch
+
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip ``@pytest.mark.cuda`` tests on machines without a usable CUDA device."""
+    """Slow tests first, so parallel workers do not end on one long test; skip ``cuda`` ones
+    on machines without a usable CUDA device."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
     cuda_items = [item for item in items if item.get_closest_marker("cuda")]
     if not cuda_items:
         return

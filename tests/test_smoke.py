@@ -78,10 +78,11 @@ def check_stage_handoffs(run_dir: Path) -> None:
 
 @pytest.mark.slow
 def test_smoke_chain_runs_then_skips(tmp_path: Path) -> None:
-    # The whole chain, the encoder and toonify by inversion included: within make demo's
-    # 10-minute target on 2 cores.
+    # The whole chain, the encoder and toonify by inversion included: make demo's target is 10
+    # minutes on 2 idle cores; the limit only catches a hang, as the test shares the cores with
+    # the other test workers.
     first = run_module(
-        "src.pipeline", "+experiment=smoke", f"paths.root_dir={tmp_path}", timeout=600
+        "src.pipeline", "+experiment=smoke", f"paths.root_dir={tmp_path}", timeout=1500
     )
     assert first.returncode == 0, first.stderr
     run_dir = tmp_path / "runs" / "smoke"
