@@ -24,7 +24,7 @@ from src.common.errors import UserError
 from src.common.fileio import atomic_write_json
 from src.common.images import save_image
 from src.common.stage import StageContext, run_stage
-from src.common.training import make_trainer, resume_checkpoint
+from src.common.training import make_trainer, rank_shared_resume_checkpoint
 from src.common.visual import tensor_grid
 from src.encoder.checkpoints import save_encoder
 from src.encoder.module import EncoderTraining, reconstruction_figures
@@ -125,8 +125,12 @@ def train(ctx: StageContext) -> list[str]:
         collate_fn=lambda items: torch.stack([item[0] for item in items]),
     )
     optimizers = 2 if module.discriminator is not None else 1
+    strategy = OmegaConf.select(ctx.cfg, "trainer.strategy", default="auto")
     trainer = make_trainer(
         ctx.cfg,
+        # The encoder's step leaves the discriminator's weights without gradients and the
+        # discriminator's step the encoder's (and inactive progressive offsets get none).
+        strategy="ddp_find_unused_parameters_true" if strategy == "ddp" else strategy,
         max_steps=int(p.steps) * optimizers,
         max_epochs=-1,
         val_check_interval=int(p.val_every),
@@ -135,7 +139,7 @@ def train(ctx: StageContext) -> list[str]:
         # The module's own sampler splits the data between ranks and resumes where it stopped.
         use_distributed_sampler=False,
     )
-    ckpt = resume_checkpoint(ctx)
+    ckpt = rank_shared_resume_checkpoint(ctx)
     trainer.fit(module, val_dataloaders=val_loader, ckpt_path=str(ckpt) if ckpt else None)
     outputs = [ENCODER_FILE, METRICS_FILE, GRID_FILE]
     if trainer.is_global_zero:

@@ -1,6 +1,7 @@
 """Encoder training resumes exactly: N steps straight equal N/2 steps, Lightning's checkpoint,
 and N/2 more (encoder, latent discriminator, both optimizers, the progressive stage, the data
-order); and a two-process CPU DDP run of the stage completes with the ranks in step."""
+order); and the stage trains under two-process CPU DDP (find-unused-parameters: the encoder's
+and the discriminator's steps each leave the other's weights without gradients)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,15 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
+from src.common.images import save_image
+from src.encoder.checkpoints import load_encoder
 from src.encoder.module import EncoderTraining
 from src.encoder.networks import build_encoder
+from src.stylegan3.generate import to_pil
+from src.stylegan3.legacy import load_networks
 from src.stylegan3.networks import Generator
-from tests.stylegan3.tiny import G_KWARGS
+from tests.conftest import run_module
+from tests.stylegan3.tiny import G_KWARGS, write_tiny_checkpoint
 
 STEPS = 6
 # Progressive training moves through stages 0, 1 and 2 within the 6 steps (stage 1 from step 2).
@@ -122,3 +128,54 @@ def test_resumed_training_equals_an_uninterrupted_run(faces, tmp_path: Path) -> 
         for index, state in theirs.items():
             for key, value in state.items():
                 torch.testing.assert_close(ours[index][key], value, rtol=0, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def stage_faces(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny generator and 12 of its pictures (8 to train on, 4 held out)."""
+    root = tmp_path_factory.mktemp("encoder_ddp")
+    generator_path = write_tiny_checkpoint(root / "G.pt", seed=0)
+    generator = load_networks(generator_path)["G_ema"].eval()
+    z = torch.randn(12, generator.z_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        pictures = to_pil(generator(z, None))
+    for index, picture in enumerate(pictures):
+        save_image(picture, root / ("val" if index >= 8 else "train") / f"{index:03d}.png")
+    return {"root": root, "generator": generator_path}
+
+
+@pytest.mark.slow
+def test_two_process_cpu_ddp_stage_run_completes(stage_faces, tmp_path: Path) -> None:
+    done = run_module(
+        "src.encoder",
+        f"encoder.data={stage_faces['root'] / 'train'}",
+        f"encoder.val_data={stage_faces['root'] / 'val'}",
+        f"encoder.generator={stage_faces['generator']}",
+        f"paths.root_dir={tmp_path}",
+        "encoder.backbone.widths=[8,8,16,16]",
+        "encoder.backbone.units=[1,1,1,1]",
+        "encoder.backbone.se_reduction=4",
+        "encoder.input_size=32",
+        "encoder.batch_size=2",
+        "encoder.num_workers=0",
+        "encoder.progressive_start=1",
+        "encoder.progressive_step_every=1",
+        "encoder.steps=4",
+        "encoder.val_every=2",
+        "encoder.val_count=4",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        # PyTorch's SyncBatchNorm (the IR-SE backbone's) runs on GPUs only.
+        "trainer.sync_batchnorm=false",
+        "+trainer.enable_progress_bar=false",
+        "callbacks=minimal",
+        "logger=csv",
+        env={"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = tmp_path / "runs" / "default" / "encoder"
+    state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
+    assert int(state["state_dict"]["steps_done"]) == 4
+    assert len(state["optimizer_states"]) == 2
+    assert load_encoder(out / "encoder.pt").encoder.n_styles == 5
