@@ -122,7 +122,9 @@ def test_resumed_training_equals_an_uninterrupted_run(faces, tmp_path: Path) -> 
         for key, value in theirs.items():
             torch.testing.assert_close(ours[key], value, rtol=0, atol=1e-6, msg=f"{name}.{key}")
     assert len(straight_trainer.optimizers) == len(resumed_trainer.optimizers) == 2
-    for mine, reference in zip(resumed_trainer.optimizers, straight_trainer.optimizers, strict=True):
+    for mine, reference in zip(
+        resumed_trainer.optimizers, straight_trainer.optimizers, strict=True
+    ):
         ours, theirs = mine.state_dict()["state"], reference.state_dict()["state"]
         assert ours.keys() == theirs.keys()
         for index, state in theirs.items():
