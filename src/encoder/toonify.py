@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -183,6 +184,13 @@ def load_inversion_runner(settings: Any, degree: float | None = None) -> Inversi
             "inversion.encoder is not set; point it at encoder.pt or an e4e/ReStyle .pt"
         )
     bundle = load_encoder(settings.encoder, settings.get("kind"))
+    if bundle.official and not settings.get("base"):
+        raise UserError(
+            f"inversion.base is not set: {Path(bundle.source).name}'s own generator weights "
+            "(decoder.*) are not used; point inversion.base at the NVIDIA pickle it was trained "
+            "with (e4e_ffhq_encode.pt: stylegan2-ffhq-1024x1024.pkl; stylegan3-editing's "
+            "restyle_*_ffhq.pt: stylegan3-t-ffhq-1024x1024.pkl)"
+        )
     base = load_stylegan(settings.get("base"), network, "inversion.base")
     blended = load_stylegan(settings.get("blended"), network, "inversion.blended")
     steps = int(settings.get("restyle_steps") or DEFAULT_STEPS)

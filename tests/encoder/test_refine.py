@@ -1,5 +1,6 @@
 """Projection steps after the encoder (``inversion.project_steps``): 0 is the encoder alone,
-exactly; more steps bring the render closer to a toy face photo; bad values are one-line errors."""
+exactly; more steps bring the render closer to a toy face photo; bad values are one-line errors;
+and an official encoder given without its generator says the release's own one is not used."""
 
 from __future__ import annotations
 
@@ -10,16 +11,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from src.common.errors import UserError
 from src.common.params import check_params
 from src.common.stage import CONFIG_DIR
 from src.common.toyfaces import make_face
+from src.encoder.checkpoints import load_encoder
 from src.encoder.inversion import render
 from src.encoder.toonify import load_inversion_runner, load_refiner
 from src.latent.projection import LatentStats, ProjectionSettings, project
 from src.latent.projection import render as render_noise
 from src.serve.cartoonize import cartoonize_files
+from tests.encoder.reference_layout import ReferenceEncoder, randomized, write_release_checkpoint
 from tests.encoder.test_toonify import files, generator, settings  # noqa: F401 (fixture)
 from tests.latent.helpers import tiny_generator
 from tests.serve.conftest import PHOTOS
@@ -108,3 +112,18 @@ def test_projector_can_keep_the_generators_noise_inputs() -> None:
     stored = {k: v for k, v in generator.synthesis.named_buffers() if "noise_const" in k}
     assert nvidia.noise.keys() == stored.keys()
     assert all(not torch.equal(nvidia.noise[k], stored[k]) for k in stored)
+
+
+def test_a_release_without_a_base_says_its_own_generator_is_not_used(tmp_path: Path) -> None:
+    """e4e_ffhq_encode.pt carries its StyleGAN2 decoder; toonforge takes the NVIDIA pickle."""
+    reference = randomized(ReferenceEncoder("e4e", 5, 16, 32, 3, (16, 32, 48, 64), (1, 1, 1, 1)), 0)
+    path = write_release_checkpoint(
+        tmp_path / "e4e_ffhq_encode.pt", reference, "e4e", torch.zeros(5, 16)
+    )
+    assert load_encoder(path).official
+    cfg = OmegaConf.create({"encoder": str(path), "base": None, "blended": "blended.pt"})
+    with pytest.raises(UserError) as caught:
+        load_inversion_runner(cfg)
+    message = str(caught.value)
+    assert message.startswith("inversion.base is not set: e4e_ffhq_encode.pt's own generator")
+    assert "stylegan2-ffhq-1024x1024.pkl" in message and "\n" not in message
