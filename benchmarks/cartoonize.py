@@ -5,11 +5,13 @@ generator run by PyTorch and by ONNX Runtime. Without --model, a randomly initia
 U-Net at the release's size (unet_256, ngf 64) stands in: latency does not depend on weights.
 
     python benchmarks/cartoonize.py [--model generator.pt] [--repeats 5] [--threads N]
-        [--inversion] [--restyle-steps 1,5] [--detector auto|dlib|haar]
+        [--inversion] [--restyle-steps 1,5] [--project-steps N] [--detector auto|dlib|haar]
 
 With --inversion, also ``backend=inversion`` (Toonify by inversion, degree 0.5): a random
 ReStyle-e4e IR-SE50 encoder at the release's size (256 px, 16 styles) and a random StyleGAN3-T
-at 256 px (toonify_t256's channels) as base and blend, for each ReStyle step count.
+at 256 px (toonify_t256's channels) as base and blend, for each ReStyle step count; with
+--project-steps N > 0, one more row: the first ReStyle count followed by N projection steps
+(``inversion.project_steps``, MSE only).
 
 Each figure is the median over --repeats calls after one warm-up call; the ONNX export happens
 before timing.
@@ -54,11 +56,13 @@ def stand_in_generator(folder: Path) -> Path:
     )
 
 
-def stand_in_inversion(steps: int) -> InversionRunner:
-    """A random ReStyle-e4e IR-SE50 encoder and StyleGAN3-T 256 base and blend, degree 0.5."""
+def stand_in_inversion(steps: int, project_steps: int = 0) -> InversionRunner:
+    """A random ReStyle-e4e IR-SE50 encoder and StyleGAN3-T 256 base and blend, degree 0.5,
+    with ``project_steps`` projection steps after the encoder."""
     from src.encoder.checkpoints import EncoderBundle
     from src.encoder.inversion import DegreeBlend, Inverter
     from src.encoder.networks import build_encoder
+    from src.encoder.toonify import load_refiner
     from src.stylegan3.networks import Generator
 
     torch.manual_seed(0)
@@ -71,7 +75,8 @@ def stand_in_inversion(steps: int) -> InversionRunner:
     encoder = build_encoder({"kind": "restyle_e4e", "n_styles": base.num_ws}).eval()
     bundle = EncoderBundle(encoder, base.mapping.w_avg.repeat(base.num_ws, 1), {}, "stand-in")
     inverter = Inverter(bundle, base.eval(), steps=steps)
-    return InversionRunner(inverter, DegreeBlend(base, blended), degree=0.5)
+    refiner = load_refiner({}, project_steps, base)
+    return InversionRunner(inverter, DegreeBlend(base, blended), degree=0.5, refiner=refiner)
 
 
 def time_case(engine: Cartoonizer, photo: np.ndarray, repeats: int) -> dict[str, float]:
@@ -91,6 +96,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
     parser.add_argument("--inversion", action="store_true", help="also time backend=inversion")
     parser.add_argument("--restyle-steps", default="1,5", help="ReStyle step counts to time")
+    parser.add_argument(
+        "--project-steps", type=int, default=0, help="projection steps after the encoder"
+    )
     parser.add_argument("--detector", default="auto", help="auto, dlib or haar")
     args = parser.parse_args()
     if args.threads:
@@ -109,8 +117,12 @@ def main() -> None:
             for runtime in ("torch", "onnx")
         }
         if args.inversion:
-            for steps in (int(s) for s in args.restyle_steps.split(",")):
+            counts = [int(s) for s in args.restyle_steps.split(",")]
+            for steps in counts:
                 runners[f"inversion, {steps} step(s)"] = stand_in_inversion(steps)
+            if args.project_steps > 0:
+                label = f"inversion, {counts[0]} step(s) + {args.project_steps} projection"
+                runners[label] = stand_in_inversion(counts[0], args.project_steps)
         for backend, runner in runners.items():
             engine = Cartoonizer(runner, detector)
             for label, name in CASES.items():

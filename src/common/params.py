@@ -88,6 +88,7 @@ RANGES: dict[str, Range] = {
     **dict.fromkeys(("aug_p", "ada_target", "ema_rampup"), FRACTION),
     "val_fraction": Range(0, 1, low_open=True),
     **dict.fromkeys(("weight_decay", "sheet_pairs", "grid_samples", "wrong_shown"), NON_NEGATIVE),
+    "project_steps": NON_NEGATIVE,
 }
 
 NUMBER = "a number"

@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from src.common.errors import UserError
-from src.common.lifecycle import GUARD
+from src.common.lifecycle import GUARD, is_secondary_rank
 from src.common.progress import progress_for_output
 from src.common.stage import StageContext
 
@@ -177,3 +177,19 @@ def resume_checkpoint(ctx: StageContext) -> Path | None:
             raise UserError(f"ckpt_path: {wanted} is {problem}; choose another checkpoint")
         return Path(wanted)
     return last_checkpoint(ctx.out_dir, ctx.stage) if ctx.resume else None
+
+
+def rank_shared_resume_checkpoint(ctx: StageContext) -> Path | None:
+    """:func:`resume_checkpoint` as rank 0 decides it, for every DDP process.
+
+    The processes Lightning starts for the other ranks run the stage again after rank 0 wrote its
+    ``started.json``, so on their own they would take a fresh run for a resumed one; rank 0 passes
+    its choice down in the environment they inherit.
+    """
+    variable = f"TOONFORGE_{ctx.stage.upper()}_RESUME"
+    if is_secondary_rank() and variable in os.environ:
+        chosen = os.environ[variable]
+        return Path(chosen) if chosen else None
+    found = resume_checkpoint(ctx)
+    os.environ[variable] = str(found or "")
+    return found

@@ -24,7 +24,7 @@ from src.common.errors import UserError
 from src.common.fileio import atomic_write_json
 from src.common.images import save_image
 from src.common.stage import StageContext, run_stage
-from src.common.training import make_trainer, resume_checkpoint
+from src.common.training import make_trainer, rank_shared_resume_checkpoint
 from src.common.visual import tensor_grid
 from src.encoder.checkpoints import save_encoder
 from src.encoder.module import EncoderTraining, reconstruction_figures
@@ -101,6 +101,8 @@ def train(ctx: StageContext) -> list[str]:
     if p.backbone.pretrained:
         start_from_pretrained(encoder, str(p.backbone.pretrained))
     weights = OmegaConf.to_container(p.losses, resolve=True)
+    val_set = ImageFolderDataset(p.val_data, resolution)
+    val_images = val_set.images[: int(p.val_count)].float() / 127.5 - 1
     module = EncoderTraining(
         encoder,
         generator,
@@ -112,35 +114,33 @@ def train(ctx: StageContext) -> list[str]:
         progressive_step_every=int(p.progressive_step_every),
         lpips=optional_target(p.lpips),
         identity=optional_target(p.identity),
+        train_set=ImageFolderDataset(p.data, resolution, mirror=bool(p.mirror)),
+        batch_size=int(p.batch_size),
+        num_workers=int(p.num_workers),
+        seed=int(ctx.cfg.seed),
     )
-    train_set = ImageFolderDataset(p.data, resolution, mirror=bool(p.mirror))
-    val_set = ImageFolderDataset(p.val_data, resolution)
-    val_images = val_set.images[: int(p.val_count)].float() / 127.5 - 1
-    loaders = {
-        "train_dataloaders": DataLoader(
-            train_set,
-            batch_size=int(p.batch_size),
-            shuffle=True,
-            drop_last=len(train_set) > int(p.batch_size),
-            num_workers=int(p.num_workers),
-        ),
-        "val_dataloaders": DataLoader(
-            torch.utils.data.TensorDataset(val_images),
-            batch_size=int(p.batch_size),
-            collate_fn=lambda items: torch.stack([item[0] for item in items]),
-        ),
-    }
+    val_loader = DataLoader(
+        torch.utils.data.TensorDataset(val_images),
+        batch_size=int(p.batch_size),
+        collate_fn=lambda items: torch.stack([item[0] for item in items]),
+    )
     optimizers = 2 if module.discriminator is not None else 1
+    strategy = OmegaConf.select(ctx.cfg, "trainer.strategy", default="auto")
     trainer = make_trainer(
         ctx.cfg,
+        # The encoder's step leaves the discriminator's weights without gradients and the
+        # discriminator's step the encoder's (and inactive progressive offsets get none).
+        strategy="ddp_find_unused_parameters_true" if strategy == "ddp" else strategy,
         max_steps=int(p.steps) * optimizers,
         max_epochs=-1,
         val_check_interval=int(p.val_every),
         check_val_every_n_epoch=None,
         num_sanity_val_steps=0,
+        # The module's own sampler splits the data between ranks and resumes where it stopped.
+        use_distributed_sampler=False,
     )
-    ckpt = resume_checkpoint(ctx)
-    trainer.fit(module, **loaders, ckpt_path=str(ckpt) if ckpt else None)
+    ckpt = rank_shared_resume_checkpoint(ctx)
+    trainer.fit(module, val_dataloaders=val_loader, ckpt_path=str(ckpt) if ckpt else None)
     outputs = [ENCODER_FILE, METRICS_FILE, GRID_FILE]
     if trainer.is_global_zero:
         module.encoder.progressive_stage = None

@@ -37,12 +37,14 @@ HEAD_CONV = re.compile(r"^styles\.0\.convs\.\d+\.weight$")
 @dataclass
 class EncoderBundle:
     """A loaded encoder, the latent average its outputs are added to ([n_styles, w_dim]) and
-    whether ReStyle iterations apply (6 input channels)."""
+    whether ReStyle iterations apply (6 input channels); ``official``: read from an e4e/ReStyle
+    release (whose own generator weights are not used)."""
 
     encoder: IRSEEncoder
     latent_avg: torch.Tensor
     config: dict[str, Any]
     source: str
+    official: bool = False
 
     @property
     def iterative(self) -> bool:
@@ -158,7 +160,8 @@ def load_encoder(path: str | os.PathLike[str], kind: str | None = None) -> Encod
     if not source.is_file():
         raise UserError(f"encoder file {source} does not exist; check encoder= in your config")
     payload = load_checkpoint(source)
-    if isinstance(payload, dict) and payload.get("format") == FORMAT:
+    official = not (isinstance(payload, dict) and payload.get("format") == FORMAT)
+    if not official:
         try:
             config = dict(payload["config"])
             state = dict(payload["state_dict"])
@@ -177,6 +180,5 @@ def load_encoder(path: str | os.PathLike[str], kind: str | None = None) -> Encod
         raise UserError(f"{source}: its encoder config does not build ({err!r})") from None
     load_state_dict_checked(encoder, state, str(source))
     encoder.eval()
-    return EncoderBundle(
-        encoder, expand_latent_avg(latent_avg, encoder.n_styles, str(source)), config, str(source)
-    )
+    latent_avg = expand_latent_avg(latent_avg, encoder.n_styles, str(source))
+    return EncoderBundle(encoder, latent_avg, config, str(source), official)

@@ -11,6 +11,12 @@ mapped ws). e4e's progressive training: before ``progressive_start`` steps only 
 trained, then one more layer's offset every ``progressive_step_every`` steps (derived from the
 global step, so an exact resume lands on the same stage). Validation logs reconstruction grids
 (photo | reconstruction), PSNR, LPIPS and identity similarity on the held-out faces.
+
+Exact resume: the batches come from an :class:`~src.stylegan3.dataset.InfiniteSampler` that
+starts after the images this rank already consumed (``steps_done * batch_size``), and every
+step's random draws (the discriminator's mapped ws) come from a generator seeded by
+``(seed, step, rank)``, so a run resumed from Lightning's checkpoint (weights, both optimizers,
+``steps_done``) continues exactly as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
 from torchmetrics.functional.image import peak_signal_noise_ratio
 
 from src.common import tags
@@ -35,6 +42,7 @@ from src.encoder.losses import (
     r1_penalty,
 )
 from src.encoder.networks import IRSEEncoder
+from src.stylegan3.dataset import InfiniteSampler
 
 LOSS_KEYS = ("l2", "lpips", "id", "delta_norm", "w_discriminator", "r1")
 
@@ -66,6 +74,10 @@ class EncoderTraining(L.LightningModule):
         progressive_step_every: int = 2000,
         lpips: Callable[[Tensor, Tensor], Tensor] | None = None,
         identity: nn.Module | None = None,
+        train_set: Dataset | None = None,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -84,8 +96,38 @@ class EncoderTraining(L.LightningModule):
         self.identity = identity.eval().requires_grad_(False) if identity is not None else None
         self.use_discriminator = encoder.kind != "restyle_psp" and self.weights["w_discriminator"]
         self.discriminator = LatentDiscriminator(encoder.w_dim) if self.use_discriminator else None
-        # Training steps done (saved, so a resumed run continues the progressive schedule).
+        self.train_set = train_set
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        self.seed = int(seed)
+        # Training steps done (saved: a resumed run continues the progressive schedule, the data
+        # order and the random draws where it stopped).
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
+
+    def train_dataloader(self) -> DataLoader:
+        """Endless batches of ``batch_size`` faces a rank, continuing after ``steps_done``."""
+        if self.train_set is None:
+            raise ValueError("EncoderTraining was built without train_set")
+        sampler = InfiniteSampler(
+            len(self.train_set),  # type: ignore[arg-type]
+            seed=self.seed,
+            rank=self.global_rank,
+            world=self.trainer.world_size,
+            start=int(self.steps_done) * self.batch_size,
+        )
+        return DataLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            # Its own generator: making the iterator draws nothing from the global RNG.
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+
+    def step_generator(self) -> torch.Generator:
+        """This step's random stream: seeded by (seed, step, rank), so a resume draws the same."""
+        step_seed = (self.seed * 1_000_003 + int(self.steps_done)) * 4096 + self.global_rank
+        return torch.Generator().manual_seed(step_seed)
 
     def inverter(self) -> Inverter:
         """An :class:`Inverter` over the current encoder (shares its weights)."""
@@ -113,7 +155,8 @@ class EncoderTraining(L.LightningModule):
         return total, parts  # type: ignore[return-value]
 
     def _mapped_ws(self, count: int) -> Tensor:
-        z = torch.randn(count, self.generator.z_dim, device=self.device)
+        z = torch.randn(count, self.generator.z_dim, generator=self.step_generator())
+        z = z.to(self.device)
         with torch.autocast(self.device.type, enabled=False):  # the generator's own precision
             return self.generator.mapping(z, None)[:, 0]
 

@@ -9,7 +9,8 @@ is added to w and decays quadratically to zero at ``noise_ramp_length`` of the s
 per-layer noise inputs (the ``noise_const`` buffers) start random, are optimised with w and are
 renormalised after every step; their regulariser penalises the autocorrelation of each buffer
 with itself shifted by one pixel, over a pyramid of 2x average-pooled copies down to 8 px.
-StyleGAN3 has no noise inputs, so that term is skipped.
+StyleGAN3 has no noise inputs, so that term is skipped. With ``optimize_noise`` off the noise
+inputs keep the generator's stored values (a start from an encoder trained with them).
 
 The loss is ``lpips_weight * LPIPS + rec_weight * MSE + regularize_noise_weight * noise_reg +
 identity_weight * (1 - cos(ID(G(w)), ID(B)))``, images compared at most ``loss_size`` px
@@ -56,6 +57,9 @@ class ProjectionSettings:
     seed: int = 0
     # Keep the render of every this many steps (and the last) for the progress video; 0: none.
     frame_every: int = 0
+    # StyleGAN2's noise inputs: random start, optimised and regularised (NVIDIA's); False keeps
+    # the generator's stored ones as they are.
+    optimize_noise: bool = True
 
     def check(self) -> None:
         """One-line errors for settings that cannot run."""
@@ -235,7 +239,7 @@ def project(
     initial = start_ws.mean(0, keepdim=True) if settings.space == "w" else start_ws
     latent = initial[None].clone().requires_grad_(True)
     start_image = render(net, start_ws[None])[0]
-    buffers = noise_buffers(net)
+    buffers = noise_buffers(net) if settings.optimize_noise else {}
     with torch.no_grad():
         for buf in buffers.values():
             buf.copy_(torch.randn(buf.shape, generator=rng))

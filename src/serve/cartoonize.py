@@ -292,6 +292,7 @@ def cartoonize_files(
             "encoder": str(settings.inversion.encoder),
             "degree": cartoonizer.runner.degree,
             "restyle_steps": cartoonizer.runner.inverter.steps,
+            "project_steps": cartoonizer.runner.project_steps,
         }
     if identity is not None:
         report["identity"] = identity_summary(photos)
