@@ -51,10 +51,16 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(threads)
 
 
+def _expected_seconds(item: pytest.Item) -> float:
+    """How long a test is said to take: ``slow(seconds=...)``, 60 for a plain ``slow``, else 0."""
+    marker = item.get_closest_marker("slow")
+    return 0.0 if marker is None else float(marker.kwargs.get("seconds", 60))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Slow tests first, so parallel workers do not end on one long test; skip ``cuda`` ones
-    on machines without a usable CUDA device."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """Slow tests first, the longest (``slow(seconds=...)``) ahead, so parallel workers do not
+    end on one long test; skip ``cuda`` ones on machines without a usable CUDA device."""
+    items.sort(key=lambda item: -_expected_seconds(item))
     cuda_items = [item for item in items if item.get_closest_marker("cuda")]
     if not cuda_items:
         return

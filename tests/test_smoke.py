@@ -76,7 +76,7 @@ def check_stage_handoffs(run_dir: Path) -> None:
     assert sorted(truth["inversion"]) == ["0", "0.5", "1"] and "pix2pix" in truth
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=500)
 def test_smoke_chain_runs_then_skips(tmp_path: Path) -> None:
     # The whole chain, the encoder and toonify by inversion included: make demo's target is 10
     # minutes on 2 idle cores; the limit only catches a hang, as the test shares the cores with
