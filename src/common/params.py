@@ -89,6 +89,7 @@ RANGES: dict[str, Range] = {
     "val_fraction": Range(0, 1, low_open=True),
     **dict.fromkeys(("weight_decay", "sheet_pairs", "grid_samples", "wrong_shown"), NON_NEGATIVE),
     "project_steps": NON_NEGATIVE,
+    "restyle_steps": AT_LEAST_ONE,
 }
 
 NUMBER = "a number"

@@ -82,6 +82,9 @@ def test_bad_projection_settings_are_one_line_errors(files) -> None:  # noqa: F8
             with pytest.raises(UserError, match=rf"{stage}.inversion.project_steps=-2: must be >="):
                 check_params(bad, stage, defaults)
             check_params(compose(stage, [f"{stage}.inversion.project_steps=3"]), stage, defaults)
+            bad = compose(stage, [f"{stage}.inversion.restyle_steps=0"])
+            with pytest.raises(UserError, match=rf"{stage}.inversion.restyle_steps=0: must be >="):
+                check_params(bad, stage, defaults)
 
 
 def test_cartoonize_reports_the_projection_steps(files, tmp_path: Path) -> None:  # noqa: F811
