@@ -41,7 +41,8 @@ class KimgTiny(Tiny):
         return TrainingPosition(self.trainer.global_step, 10, f"kimg {images / 1000:.3f}/0.02")
 
 
-def fit(tmp_path, module=None, bar=None, **limits) -> None:
+def fit(tmp_path, module=None, callbacks=None, **limits) -> None:
+    """Four batches per pass; a plain status line after every step unless ``callbacks``."""
     data = DataLoader(TensorDataset(torch.randn(8, 2)), batch_size=2)
     trainer = L.Trainer(
         default_root_dir=tmp_path,
@@ -49,7 +50,7 @@ def fit(tmp_path, module=None, bar=None, **limits) -> None:
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,
-        callbacks=[bar or PlainProgressBar(every_s=0, name="pix2pix")],
+        callbacks=callbacks or [PlainProgressBar(every_s=0, name="pix2pix")],
         **limits,
     )
     trainer.fit(module or Tiny(), data)
@@ -104,19 +105,8 @@ class BarRecorder(L.Callback):
 def test_the_rich_bar_counts_iterations_of_the_total(tmp_path, module, expected) -> None:
     bar = StageProgressBar()
     recorder = BarRecorder(bar)
-    data = DataLoader(TensorDataset(torch.randn(8, 2)), batch_size=2)
-    trainer = L.Trainer(
-        default_root_dir=tmp_path,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        callbacks=[bar, recorder],
-        max_steps=10 if isinstance(module, KimgTiny) else 20,
-        max_epochs=-1,
-    )
-    trainer.fit(module, data)
     total = 10 if isinstance(module, KimgTiny) else 20
+    fit(tmp_path, module, [bar, recorder], max_steps=total, max_epochs=-1)
     # One bar across the 4-batch passes over the data, moved after every step.
     for done, tasks in enumerate(recorder.seen, start=1):
         label = expected.format(done=done, kimg=2 * done / 1000)
@@ -126,17 +116,7 @@ def test_the_rich_bar_counts_iterations_of_the_total(tmp_path, module, expected)
 def test_the_rich_bar_keeps_epochs_for_epoch_stages(tmp_path) -> None:
     bar = StageProgressBar()
     recorder = BarRecorder(bar)
-    data = DataLoader(TensorDataset(torch.randn(8, 2)), batch_size=2)
-    trainer = L.Trainer(
-        default_root_dir=tmp_path,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        callbacks=[bar, recorder],
-        max_epochs=2,
-    )
-    trainer.fit(Tiny(), data)
+    fit(tmp_path, Tiny(), [bar, recorder], max_epochs=2)
     assert recorder.seen[-1][0][0].startswith("Epoch 1/1") and recorder.seen[-1][0][1:] == (4, 4)
 
 

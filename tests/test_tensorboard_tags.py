@@ -17,6 +17,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from src.common.stage import CONFIG_DIR, execute_stage
 from src.common.toyfaces.writer import write_toyfaces
+from tests.cyclegan.conftest import TINY_STAGE as CYCLEGAN_TINY
+from tests.photo2cartoon.test_stage import TINY as PHOTO2CARTOON_TINY
 from tests.stylegan3.test_training_cli import tiny_overrides
 from tests.stylegan3.tiny import write_tiny_checkpoint
 
@@ -142,32 +144,13 @@ STAGES = {
     ],
     "cyclegan": lambda toy: [
         f"cyclegan.data.root={toy}",
-        "cyclegan.data.load_size=36",
-        "cyclegan.data.crop_size=32",
-        "cyclegan.data.num_workers=0",
-        "cyclegan.generator.netG=resnet_1blocks",
-        "cyclegan.generator.ngf=4",
-        "cyclegan.discriminator.ndf=4",
-        "cyclegan.n_epochs=1",
-        "cyclegan.n_epochs_decay=1",
-        "cyclegan.grid_samples=2",
-        "+cyclegan.trainer.log_every_n_steps=1",
+        *CYCLEGAN_TINY,
     ],
     "photo2cartoon": lambda toy: [
         f"photo2cartoon.data.root={toy}",
-        "photo2cartoon.model=ugatit",
-        "photo2cartoon.ngf=4",
-        "photo2cartoon.n_res=1",
-        "photo2cartoon.iterations=3",
-        "photo2cartoon.global_layers=5",
-        "photo2cartoon.local_layers=4",
-        "photo2cartoon.sample_every=2",
-        "photo2cartoon.sample_count=2",
+        *PHOTO2CARTOON_TINY,
         "photo2cartoon.metrics=[fid,kid]",
         "photo2cartoon.metrics_every=3",
-        "photo2cartoon.data.load_size=36",
-        "photo2cartoon.data.crop_size=32",
-        "photo2cartoon.data.num_workers=0",
         "photo2cartoon.trainer.log_every_n_steps=1",
     ],
     "cleaner": lambda toy: [
