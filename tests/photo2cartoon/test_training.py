@@ -14,6 +14,7 @@ from src.photo2cartoon.training import (
     heatmap_overlay,
     release_lr_factor,
 )
+from tests.pix2pix.test_training import LrRecorder
 
 SIZE = 64
 
@@ -122,19 +123,6 @@ def test_odd_iteration_counts_stop_at_zero() -> None:
     # The releases' last step would run at -lr / half; ours stops at 0.
     assert reference_lrs(1.0, 5)[-1] < 0
     assert [release_lr_factor(5)(i) for i in range(5)] == pytest.approx([1, 1, 0.5, 0, 0])
-
-
-class LrRecorder(L.Callback):
-    """Both optimisers' lr at the start of every iteration (the D step comes first)."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[float, float]] = []
-
-    def on_train_batch_start(
-        self, trainer: L.Trainer, module: L.LightningModule, *_: object
-    ) -> None:
-        opt_g, opt_d = module.optimizers()
-        self.seen.append((opt_g.param_groups[0]["lr"], opt_d.param_groups[0]["lr"]))
 
 
 def test_schedulers_follow_the_releases_in_training() -> None:
